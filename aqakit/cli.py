@@ -1,0 +1,142 @@
+"""The ``aqakit`` command line (click). User mistakes exit 2 with one line on stderr."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from aqakit.errors import AqakitError
+from aqakit.interfaces import KINDS
+
+
+class AqakitGroup(click.Group):
+    """Turns :class:`AqakitError` into ``error: ...`` on stderr and exit code 2 (``--debug`` re-raises)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AqakitError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=AqakitGroup)
+@click.version_option(package_name="aqakit")
+@click.option("--debug", is_flag=True, envvar="AQAKIT_DEBUG", help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """aqakit: action quality assessment — score, action code and commentary from video."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def _plugins():
+    from aqakit import plugins
+
+    return plugins.current()
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_cmd(as_json: bool) -> None:
+    """List plugins: distribution, version, components by kind, load errors."""
+    records = list(_plugins().records.values())
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in records], indent=2))
+        return
+    for r in records:
+        origin = "bundled" if r.bundled else "entry point"
+        click.echo(f"{r.name}  ({r.distribution} {r.version}, {origin})")
+        for kind, names in sorted(r.components.items()):
+            click.echo(f"    {kind}: {', '.join(names)}")
+        for err in r.errors:
+            click.echo(f"    FAILED: {err}")
+
+
+@cli.command("ls")
+@click.argument("kind", required=False)
+@click.argument("pattern", required=False)
+def ls_cmd(kind: str | None, pattern: str | None) -> None:
+    """List registered components, optionally of one KIND and matching a glob PATTERN."""
+    if kind is not None and kind not in KINDS:
+        plural = kind.rstrip("s") if kind.rstrip("s") in KINDS else None
+        if plural is None:
+            from aqakit.errors import suggest
+
+            raise AqakitError(f"unknown kind '{kind}'{suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+        kind = plural
+    for comp in _plugins().registry.components(kind):
+        if pattern and not fnmatch.fnmatch(comp.name, pattern):
+            continue
+        click.echo(f"{comp.kind:<10} {comp.name:<20} {comp.distribution:<24} {comp.description}")
+
+
+@cli.command("validate")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+def validate_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE (with key=value / ~key OVERRIDES) without building or training anything."""
+    from aqakit.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides, registry=_plugins().registry)
+    click.echo(f"ok: {recipe} ({r.name}: backbone {r.model.backbone.name}, heads {', '.join(r.model.heads)}, "
+               f"dataset {r.data.dataset.name})")
+
+
+@cli.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default runs/<recipe>-<time>/).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resume: bool) -> None:
+    """Train RECIPE (with key=value / ~key OVERRIDES); works under torchrun for DDP."""
+    from aqakit.recipe import load_recipe
+    from aqakit.train import train
+
+    plugins = _plugins()
+    r = load_recipe(recipe, overrides, registry=plugins.registry)
+    summary = train(r, plugins, run_dir=run_dir, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(json.dumps({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
+                               "val": summary["val"], "test": summary["test"]}, indent=2))
+
+
+@cli.command("eval")
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_cmd(checkpoint_path: str, split: str, as_json: bool) -> None:
+    """Evaluate CHECKPOINT on one split with the recipe stored inside it."""
+    from aqakit.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(Path(checkpoint_path), split, _plugins())
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        for k, v in metrics.items():
+            click.echo(f"{k:<28} {v:.6g}")
+
+
+def _add_plugin_commands(group: click.Group) -> None:
+    plugins = _plugins()
+    for impl in plugins.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=group)
+        except Exception as exc:  # a plugin's command must not break the CLI
+            plugins._fail(plugins.records[impl.plugin_name], f"register_commands failed: {type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        _add_plugin_commands(cli)
+    except AqakitError as exc:  # strict plugin mode
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    cli.main(args=argv, prog_name="aqakit")

@@ -1,0 +1,130 @@
+"""From a dataset plugin to data loaders: split resolution (seeded val carving), samplers, collate."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import Dataset as TorchDataset
+
+from aqakit.distributed import DistInfo
+from aqakit.errors import AqakitError
+from aqakit.interfaces import Dataset
+from aqakit.recipe import Recipe
+from aqakit.registry import Registry
+
+
+@dataclass
+class Splits:
+    """The train / val / test sample sets of a run and how they were obtained."""
+
+    sets: dict[str, TorchDataset]
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Indexed(TorchDataset):
+    """Adds the sample's position in its split as ``index`` (to gather eval results across ranks)."""
+
+    def __init__(self, inner: TorchDataset) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.inner[i]
+        if not isinstance(sample, dict) or "video" not in sample:
+            raise AqakitError(f"dataset samples must be dicts with a 'video' tensor; got {type(sample).__name__}")
+        return {**sample, "index": i}
+
+
+def build_dataset(recipe: Recipe, registry: Registry) -> Dataset:
+    cfg = recipe.data.dataset
+    dataset = registry.create("dataset", cfg.name, **cfg.args)
+    for attr in ("provides", "splits", "split"):
+        if not hasattr(dataset, attr):
+            raise AqakitError(f"dataset '{cfg.name}' lacks '{attr}' (see aqakit.interfaces.Dataset)")
+    return dataset
+
+
+def check_keys(recipe: Recipe, registry: Registry, dataset: Dataset) -> None:
+    """Every head's required batch keys must be among the dataset's ``provides``."""
+    provides = set(dataset.provides)
+    for head_id, cfg in recipe.model.heads.items():
+        requires = getattr(registry.get("head", cfg.name).factory, "requires", ())
+        missing = [k for k in requires if k not in provides]
+        if missing:
+            raise AqakitError(
+                f"recipe field 'model.heads.{head_id}': head '{cfg.name}' needs {', '.join(map(repr, missing))} "
+                f"that dataset '{recipe.data.dataset.name}' does not provide ({', '.join(sorted(provides))})"
+            )
+
+
+def resolve_splits(dataset: Dataset, val_fraction: float, seed: int) -> Splits:
+    """train / val / test; without a dataset ``val`` split, a seeded fraction is carved from train."""
+    names = tuple(dataset.splits())
+    if "train" not in names:
+        raise AqakitError(f"dataset has no 'train' split (it has: {', '.join(names)})")
+    train = dataset.split("train")
+    sets: dict[str, TorchDataset] = {}
+    record: dict[str, Any] = {}
+    if "val" in names:
+        sets["train"], sets["val"] = train, dataset.split("val")
+        record["val"] = {"source": "dataset"}
+    elif val_fraction > 0:
+        n = len(train)
+        n_val = max(1, round(n * val_fraction))
+        if n_val >= n:
+            raise AqakitError(f"data.val_fraction={val_fraction} leaves no training samples out of {n}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
+        sets["train"], sets["val"] = Subset(train, train_idx), Subset(train, val_idx)
+        record["val"] = {"source": "carved from train", "seed": seed, "fraction": val_fraction,
+                         "train_indices": train_idx, "val_indices": val_idx}
+    else:
+        sets["train"] = train
+        record["val"] = {"source": "none (data.val_fraction=0): best.pt is the last epoch"}
+    if "test" in names:
+        sets["test"] = dataset.split("test")
+    for name, ds in sets.items():
+        record.setdefault("sizes", {})[name] = len(ds)
+        if len(ds) == 0:
+            raise AqakitError(f"split '{name}' is empty")
+    return Splits(sets, record)
+
+
+def seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int,
+                epoch: int, dist: DistInfo, pin_memory: bool = False) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch): a resumed epoch replays exactly."""
+    ds = Indexed(ds)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    sampler = None
+    if dist.enabled:
+        sampler = DistributedSampler(ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle,
+                                     seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=generator,
+        worker_init_fn=seed_worker,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

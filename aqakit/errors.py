@@ -1,0 +1,30 @@
+"""Errors a user can cause and fix. The CLI prints them as one line and exits 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AqakitError(Exception):
+    """A mistake in input (recipe, data, checkpoint, plugin): shown as one line, never a traceback."""
+
+
+class RecipeError(AqakitError):
+    """A recipe field is wrong. ``path`` is the dotted field path, e.g. ``train.epochs``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        where = f"recipe field '{path}'" if path else "recipe"
+        super().__init__(f"{where}: {message}")
+
+
+class PluginError(AqakitError):
+    """A plugin could not be loaded or conflicts with another."""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

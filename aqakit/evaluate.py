@@ -1,0 +1,103 @@
+"""Evaluation of a model over one split: per-sample collection, gathered across ranks, then metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from aqakit import distributed
+from aqakit.data import to_device
+from aqakit.distributed import DistInfo
+from aqakit.errors import AqakitError
+from aqakit.model import AQAModel
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on CUDA where supported (fp16 otherwise), off on CPU."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16" and device.type != "cuda":
+        raise AqakitError("recipe field 'train.amp': fp16 needs CUDA; use bf16 or off on the CPU")
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: AQAModel, loader: torch.utils.data.DataLoader, device: torch.device,
+             amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo(), desc: str = "eval") -> dict[str, float]:
+    """Metrics named ``<head>.<metric>`` plus ``loss`` and ``<head>.loss`` over the whole split."""
+    model.eval()
+    collected: dict[str, dict[str, list[torch.Tensor]]] = {h: {} for h in model.heads}
+    indices: list[torch.Tensor] = []
+    loss_sums: dict[str, float] = {}
+    count = 0
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None if dist.is_main else True):
+        batch = to_device(batch, device)
+        with autocast(device, amp_dtype):
+            outputs = model(batch)
+            total, parts = model.loss(outputs, batch)
+        n = len(batch["index"])
+        count += n
+        for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
+            loss_sums[name] = loss_sums.get(name, 0.0) + float(value) * n
+        for head_id, head in model.heads.items():
+            for key, tensor in head.collect(outputs[head_id], batch).items():
+                collected[head_id].setdefault(key, []).append(tensor.detach().cpu())
+        indices.append(batch["index"].cpu())
+    local = {
+        "index": torch.cat(indices) if indices else torch.empty(0, dtype=torch.long),
+        "collected": {h: {k: torch.cat(v) for k, v in d.items()} for h, d in collected.items()},
+        "loss_sums": loss_sums,
+        "count": count,
+    }
+    return _metrics(model, distributed.all_gather_objects(dist, local))
+
+
+def _metrics(model: AQAModel, parts: list[dict[str, Any]]) -> dict[str, float]:
+    index = torch.cat([p["index"] for p in parts])
+    # DistributedSampler pads with repeats: keep the first copy of every index, in index order
+    order = torch.argsort(index, stable=True)
+    keep = order[torch.cat([torch.tensor([True]), index[order][1:] != index[order][:-1]])] if len(index) else order
+    count = sum(p["count"] for p in parts)
+    out: dict[str, float] = {}
+    for name in parts[0]["loss_sums"]:
+        out[name] = sum(p["loss_sums"][name] for p in parts) / max(count, 1)
+    for head_id, head in model.heads.items():
+        keys = parts[0]["collected"][head_id].keys()
+        merged = {k: torch.cat([p["collected"][head_id][k] for p in parts])[keep] for k in keys}
+        for metric, value in head.metrics(merged).items():
+            out[f"{head_id}.{metric}"] = float(value)
+    return out
+
+
+def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
+    """Rebuild model, dataset and splits from a checkpoint's recipe and evaluate one split."""
+    from aqakit import checkpoint
+    from aqakit.data import build_dataset, make_loader, resolve_splits
+    from aqakit.model import build_model
+    from aqakit.train import pick_device, recipe_from_checkpoint
+
+    state = checkpoint.load(path)
+    recipe = recipe_from_checkpoint(state, plugins)
+    device = pick_device(recipe.train.device)
+    splits = resolve_splits(build_dataset(recipe, plugins.registry), recipe.data.val_fraction, recipe.seed)
+    if split not in splits.sets:
+        raise AqakitError(f"this run has no '{split}' split (it has: {', '.join(splits.sets)})")
+    model = build_model(recipe, plugins.registry).to(device)
+    model.load_state_dict(state["model"])
+    loader = make_loader(splits.sets[split], batch_size=recipe.data.eval_batch_size or recipe.data.batch_size,
+                         num_workers=recipe.data.num_workers, shuffle=False, seed=recipe.seed, epoch=0,
+                         dist=DistInfo())
+    return evaluate(model, loader, device, resolve_amp(recipe.train.amp, device), desc=split)

@@ -1,0 +1,132 @@
+"""The four plugin kinds and the small dataclasses that flow between them.
+
+Shapes (B = videos in the batch, N = clips per video):
+
+* Dataset sample: ``{"video": uint8 C x T x H x W, "<label>": ..., "key": str}``.
+* Backbone input: float ``B*N x C x t x H x W`` (normalised on the device by the core);
+  output ``B*N x D`` (``output="vector"``) or ``B*N x D x t' x h' x w'`` (``output="map"``).
+* Aggregator input: ``B x N x D`` (or ``B x N x D x t' x h' x w'``); output :class:`Representation`.
+* TaskHead: ``Representation -> output``; ``loss(output, batch)``; per-sample ``collect`` for metrics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+Batch = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone expects and produces; the core cuts clips and normalises from it.
+
+    ``clip_len`` is frames per clip, or ``None`` to take the whole video window in one pass.
+    ``mean``/``std`` are per channel on the 0..1 scale: input = (uint8 / 255 - mean) / std.
+    """
+
+    clip_len: int | None
+    frame_size: tuple[int, int]
+    feature_dim: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    output: Literal["vector", "map"] = "vector"
+
+
+@dataclass
+class Representation:
+    """What an aggregator hands to every head.
+
+    ``pooled`` is ``B x D`` (or a ``B x D x ...`` map for map aggregators); ``sequence`` keeps the
+    per-clip features ``B x N x D`` for heads that want them (e.g. captioning), else ``None``.
+    """
+
+    pooled: torch.Tensor
+    sequence: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Backbone(nn.Module, ABC):
+    """Clips -> features. Subclasses set ``self.spec`` in ``__init__`` and implement ``forward``."""
+
+    spec: BackboneSpec
+
+    @abstractmethod
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        ...
+
+
+class Aggregator(nn.Module, ABC):
+    """Clip features ``B x N x ...`` -> :class:`Representation`. The core injects ``in_dim``.
+
+    Subclasses set ``self.out_dim`` (the feature size of ``pooled`` that heads receive).
+    """
+
+    out_dim: int
+
+    @abstractmethod
+    def forward(self, features: torch.Tensor) -> Representation:
+        ...
+
+
+class TaskHead(nn.Module, ABC):
+    """Representation -> prediction, loss and metrics. The core injects ``in_dim``.
+
+    ``requires`` lists the batch keys the head reads (the core checks the dataset provides them).
+    ``primary_metric`` / ``higher_is_better`` pick the best checkpoint when the recipe does not say.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ()
+    primary_metric: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+
+    @abstractmethod
+    def forward(self, rep: Representation) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+        ...
+
+    @abstractmethod
+    def collect(self, output: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-sample tensors (first dim = batch) kept on CPU for :meth:`metrics`."""
+        ...
+
+    @abstractmethod
+    def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics over a whole split from the concatenated ``collect`` tensors (no prefix)."""
+        ...
+
+
+class Dataset(ABC):
+    """Samples and labels, by split. Subclasses set ``provides`` and implement two methods.
+
+    ``provides`` names the sample keys besides ``video`` and ``key`` (e.g. ``("score",)``).
+    A dataset never decides model sizes; it returns uint8 videos at their own resolution.
+    """
+
+    provides: tuple[str, ...] = ()
+
+    @abstractmethod
+    def splits(self) -> tuple[str, ...]:
+        """Split names this dataset has, e.g. ``("train", "test")``; ``"val"`` is optional."""
+        ...
+
+    @abstractmethod
+    def split(self, name: str) -> torch.utils.data.Dataset:
+        """A map-style dataset of sample dicts for one split."""
+        ...
+
+
+KINDS: tuple[str, ...] = ("backbone", "aggregator", "head", "dataset")
+BASES: dict[str, type] = {
+    "backbone": Backbone,
+    "aggregator": Aggregator,
+    "head": TaskHead,
+    "dataset": Dataset,
+}

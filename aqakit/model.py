@@ -1,0 +1,84 @@
+"""AQAModel: backbone -> aggregator -> heads, built from a recipe. The core injects ``in_dim``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aqakit.clips import cut_clips
+from aqakit.errors import AqakitError
+from aqakit.interfaces import Aggregator, Backbone, Batch, Representation, TaskHead
+from aqakit.recipe import ClipsConfig, Recipe
+from aqakit.registry import Registry
+
+
+class AQAModel(nn.Module):
+    """Normalises uint8 video on its device, cuts clips, runs ALL clips of the batch in one forward."""
+
+    def __init__(self, backbone: Backbone, aggregator: Aggregator, heads: dict[str, TaskHead],
+                 weights: dict[str, float], clips: ClipsConfig | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aggregator = aggregator
+        self.heads = nn.ModuleDict(heads)
+        self.weights = dict(weights)
+        self.clips = clips or ClipsConfig()
+        spec = backbone.spec
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
+
+    def prepare(self, video: torch.Tensor) -> torch.Tensor:
+        """uint8 ``B x C x T x H x W`` -> normalised float at the backbone's frame size."""
+        x = video.float().div_(255.0)
+        h, w = self.backbone.spec.frame_size
+        if x.shape[-2:] != (h, w):
+            b, c, t = x.shape[:3]
+            x = F.interpolate(x.transpose(1, 2).reshape(b * t, c, *x.shape[-2:]), size=(h, w),
+                              mode="bilinear", align_corners=False, antialias=True)
+            x = x.reshape(b, t, c, h, w).transpose(1, 2)
+        return (x - self.mean) / self.std
+
+    def represent(self, video: torch.Tensor) -> Representation:
+        x = self.prepare(video)
+        clips = cut_clips(x, self.backbone.spec.clip_len, self.clips.count, self.clips.stride)
+        b, n = clips.shape[:2]
+        feats = self.backbone(clips.flatten(0, 1))
+        return self.aggregator(feats.reshape(b, n, *feats.shape[1:]))
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        rep = self.represent(batch["video"])
+        return {head_id: head(rep) for head_id, head in self.heads.items()}
+
+    def loss(self, outputs: dict[str, Any], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss = sum of weight x head loss, and each head's loss."""
+        parts = {head_id: head.loss(outputs[head_id], batch) for head_id, head in self.heads.items()}
+        total = sum(self.weights[h] * loss for h, loss in parts.items())
+        return total, parts
+
+
+def _inject(factory: Any, args: dict[str, Any], **available: Any) -> dict[str, Any]:
+    """Pass the core-provided arguments (``in_dim``, ``seq_dim``) a factory declares."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    return {**{k: v for k, v in available.items() if k in params and v is not None}, **args}
+
+
+def build_model(recipe: Recipe, registry: Registry) -> AQAModel:
+    m = recipe.model
+    backbone = registry.create("backbone", m.backbone.name, **m.backbone.args)
+    if not hasattr(backbone, "spec"):
+        raise AqakitError(f"backbone '{m.backbone.name}' has no .spec (a BackboneSpec)")
+    comp = registry.get("aggregator", m.aggregator.name)
+    aggregator = comp.factory(**_inject(comp.factory, m.aggregator.args, in_dim=backbone.spec.feature_dim))
+    heads = {}
+    for head_id, cfg in m.heads.items():
+        comp = registry.get("head", cfg.name)
+        heads[head_id] = comp.factory(**_inject(comp.factory, cfg.args, in_dim=aggregator.out_dim,
+                                                seq_dim=getattr(aggregator, "seq_dim", None)))
+    return AQAModel(backbone, aggregator, heads, {h: c.weight for h, c in m.heads.items()}, m.clips)

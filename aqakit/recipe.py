@@ -1,0 +1,439 @@
+"""Recipes: one plain YAML file per experiment (``yaml.safe_load``, no inheritance).
+
+``load_recipe(path, overrides)`` reads the file, applies ``a.b=value`` / ``~a.b`` overrides and
+validates every field against the schema below and every component argument against its factory's
+signature, without building anything. Errors name the field path and suggest close matches.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from aqakit.errors import AqakitError, RecipeError, suggest
+from aqakit.registry import Component, Registry
+
+# Arguments the core passes to factories itself; a recipe must not set them.
+INJECTED_ARGS = frozenset({"in_dim", "seq_dim", "self"})
+
+
+@dataclass
+class ComponentConfig:
+    """``{name: NAME, arg: value, ...}`` in YAML: a registered component and its keyword arguments."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.args}
+
+
+@dataclass
+class HeadConfig(ComponentConfig):
+    weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, **self.args}
+
+
+@dataclass
+class ClipsConfig:
+    """How the core cuts the window into clips: ``count`` clips, ``stride`` frames apart.
+    ``null`` means as many non-overlapping clips as fit / a stride of one clip length."""
+
+    count: int | None = None
+    stride: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    backbone: ComponentConfig
+    heads: dict[str, HeadConfig]
+    aggregator: ComponentConfig = field(default_factory=lambda: ComponentConfig("avg"))
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
+
+
+@dataclass
+class DataConfig:
+    dataset: ComponentConfig
+    batch_size: int = 4
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    val_fraction: float = 0.1
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclass
+class SchedulerConfig:
+    name: Literal["none", "cosine", "step"] = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+
+@dataclass
+class SelectConfig:
+    """Which validation metric picks ``best.pt`` (default: the first head's primary metric)."""
+
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    grad_accum: int = 1
+    grad_clip: float = 0.0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = True
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig
+    data: DataConfig
+    name: str = "recipe"
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading, overrides
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AqakitError(f"recipe file not found: {path}") from None
+    except OSError as exc:
+        raise AqakitError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AqakitError(f"recipe {path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError("", f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b=value`` (value parsed as YAML) and ``~a.b`` (delete) overrides to a copy."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if item.startswith("~"):
+            keys = item[1:].split(".")
+            parent = _walk(data, keys[:-1], item[1:], create=False)
+            if not isinstance(parent, dict) or keys[-1] not in parent:
+                raise RecipeError(item[1:], f"cannot delete: no such field{_suggest_at(parent, keys[-1])}")
+            del parent[keys[-1]]
+            continue
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise AqakitError(f"override '{item}' must look like key.path=value or ~key.path")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        keys = key.split(".")
+        parent = _walk(data, keys[:-1], key, create=True)
+        parent[keys[-1]] = value
+    return data
+
+
+def _walk(data: dict[str, Any], keys: list[str], full: str, *, create: bool) -> Any:
+    node: Any = data
+    for depth, k in enumerate(keys):
+        if not isinstance(node, dict):
+            raise RecipeError(".".join(keys[:depth]), f"is not a mapping, cannot set '{full}'")
+        if k not in node:
+            if not create:
+                raise RecipeError(".".join(keys[: depth + 1]), f"no such field{_suggest_at(node, k)}")
+            node[k] = {}
+        node = node[k]
+    if not isinstance(node, dict):
+        raise RecipeError(".".join(keys), f"is not a mapping, cannot set '{full}'")
+    return node
+
+
+def _suggest_at(node: Any, key: str) -> str:
+    return suggest(key, node.keys()) if isinstance(node, dict) else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                registry: Registry | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    return validate(apply_overrides(read_yaml(path), overrides), registry=registry)
+
+
+def validate(data: dict[str, Any], *, registry: Registry | None = None) -> Recipe:
+    """Check the whole recipe (schema, component names and arguments, head/dataset keys)."""
+    if registry is None:
+        from aqakit import plugins
+
+        registry = plugins.registry()
+    recipe = _build(Recipe, data, "")
+    _check_component(registry, "backbone", recipe.model.backbone, "model.backbone")
+    _check_component(registry, "aggregator", recipe.model.aggregator, "model.aggregator")
+    if not recipe.model.heads:
+        raise RecipeError("model.heads", "at least one head is required, e.g. heads: {score: {}}")
+    dataset = _check_component(registry, "dataset", recipe.data.dataset, "data.dataset")
+    provides = set(getattr(dataset.factory, "provides", ()) or ()) if inspect.isclass(dataset.factory) else None
+    for head_id, head in recipe.model.heads.items():
+        comp = _check_component(registry, "head", head, f"model.heads.{head_id}")
+        requires = tuple(getattr(comp.factory, "requires", ()) or ())
+        missing = [k for k in requires if provides is not None and k not in provides]
+        if missing:
+            raise RecipeError(
+                f"model.heads.{head_id}",
+                f"head '{head.name}' needs batch key(s) {', '.join(map(repr, missing))} that dataset "
+                f"'{recipe.data.dataset.name}' does not provide (it provides: {', '.join(sorted(provides)) or 'nothing'})",
+            )
+    _check_positive(recipe)
+    return recipe
+
+
+def _check_positive(recipe: Recipe) -> None:
+    checks = {
+        "train.epochs": recipe.train.epochs >= 1,
+        "train.grad_accum": recipe.train.grad_accum >= 1,
+        "train.optimizer.lr": recipe.train.optimizer.lr > 0,
+        "data.batch_size": recipe.data.batch_size >= 1,
+        "data.num_workers": recipe.data.num_workers >= 0,
+        "data.val_fraction": 0.0 <= recipe.data.val_fraction < 1.0,
+    }
+    if recipe.data.eval_batch_size is not None:
+        checks["data.eval_batch_size"] = recipe.data.eval_batch_size >= 1
+    for path, ok in checks.items():
+        if not ok:
+            value = _get_path(recipe, path)
+            rule = "must be in [0, 1)" if path == "data.val_fraction" else (
+                "must be >= 0" if path == "data.num_workers" else "must be positive")
+            raise RecipeError(path, f"{rule}, got {value!r}")
+    for key in ("count", "stride"):
+        value = getattr(recipe.model.clips, key)
+        if value is not None and value < 1:
+            raise RecipeError(f"model.clips.{key}", f"must be positive or null, got {value!r}")
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_component(registry: Registry, kind: str, cfg: ComponentConfig, path: str) -> Component:
+    try:
+        comp = registry.get(kind, cfg.name)
+    except AqakitError as exc:
+        raise RecipeError(f"{path}.name", str(exc)) from None
+    cfg.args = check_arguments(comp.factory, cfg.args, path, what=f"{kind} '{cfg.name}'")
+    return comp
+
+
+def factory_parameters(factory: Any) -> tuple[dict[str, inspect.Parameter], bool, dict[str, Any]]:
+    """(named parameters, accepts **kwargs, type hints) of a class or function."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    sig = inspect.signature(target)
+    params = {n: p for n, p in sig.parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    return params, var_kw, hints
+
+
+def check_arguments(factory: Any, args: dict[str, Any], path: str, *, what: str) -> dict[str, Any]:
+    """Check recipe arguments against a factory signature (unknown, missing, wrong type);
+    return them with YAML's string-typed floats such as ``1e-4`` converted."""
+    params, var_kw, hints = factory_parameters(factory)
+    args = dict(args)
+    for key, value in list(args.items()):
+        if key in INJECTED_ARGS:
+            raise RecipeError(f"{path}.{key}", f"is set by aqakit itself; remove it from the recipe")
+        if key not in params:
+            if var_kw:
+                continue
+            allowed = [p for p in params if p not in INJECTED_ARGS]
+            raise RecipeError(
+                f"{path}.{key}",
+                f"unknown argument for {what}{suggest(key, allowed)}; allowed: {', '.join(allowed) or 'none'}",
+            )
+        hint = hints.get(key)
+        if hint is not None:
+            args[key] = value = coerce(value, hint)
+            if not matches_type(value, hint):
+                raise RecipeError(f"{path}.{key}", f"expected {type_name(hint)}, got {value!r}")
+    for name, param in params.items():
+        if name in INJECTED_ARGS or param.default is not inspect.Parameter.empty:
+            continue
+        if name not in args:
+            raise RecipeError(f"{path}.{name}", f"missing required argument of {what}")
+    return args
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string: turn such strings into floats where a float is expected."""
+    if isinstance(value, str) and not matches_type(value, hint) and matches_type(1.0, hint):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, int) and not isinstance(value, bool) and (hint is float):
+        return float(value)
+    return value
+
+
+# -- generic typed dataclass building ---------------------------------------------------------
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecipeError(path, f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = [n for n in fields if n != "args"]
+    for key in data:
+        if key not in fields or key == "args":
+            raise RecipeError(_join(path, str(key)), f"unknown field{suggest(str(key), known)}; allowed: {', '.join(known)}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(sub, "missing required field")
+            continue
+        values[name] = _convert(hints[name], data[name], sub)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    if hint is ComponentConfig or hint is HeadConfig:
+        return _component(hint, value, path)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, {} if value is None else value, path)
+    if get_origin(hint) is dict and get_args(hint)[1] is HeadConfig:
+        if not isinstance(value, dict):
+            raise RecipeError(path, f"expected a mapping of head id -> head settings, got {value!r}")
+        return {str(k): _component(HeadConfig, v, _join(path, str(k)), default_name=str(k))
+                for k, v in value.items()}
+    value = coerce(value, hint)
+    if not matches_type(value, hint):
+        raise RecipeError(path, f"expected {type_name(hint)}, got {value!r}")
+    return value
+
+
+def _component(cls: type, value: Any, path: str, default_name: str | None = None) -> ComponentConfig:
+    if isinstance(value, str):
+        value = {"name": value}
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise RecipeError(path, f"expected a mapping with 'name' and arguments, got {value!r}")
+    args = dict(value)
+    name = args.pop("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise RecipeError(_join(path, "name"), "missing required field (the registered component name)")
+    if cls is HeadConfig:
+        weight = args.pop("weight", 1.0)
+        if not matches_type(weight, float):
+            raise RecipeError(_join(path, "weight"), f"expected float, got {weight!r}")
+        return HeadConfig(name=name, args=args, weight=float(weight))
+    return ComponentConfig(name=name, args=args)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """A small structural type check for YAML values (unknown hints pass)."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        return any(matches_type(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(args) == len(value) and all(matches_type(v, h) for v, h in zip(value, args))
+        return not args or all(matches_type(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(type_name(h) for h in get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, ComponentConfig):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def dump_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

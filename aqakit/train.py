@@ -1,0 +1,312 @@
+"""The one training engine: train / val each epoch, best-on-val and last checkpoints, test at the end.
+
+Read top to bottom: setup -> (resume) -> epochs -> final evaluation -> summary. Everything a run
+writes goes to its run folder; only rank 0 writes; checkpoints are atomic, so a killed run resumes
+from its last completed epoch and ends exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import aqakit
+from aqakit import checkpoint, distributed
+from aqakit.data import build_dataset, check_keys, make_loader, resolve_splits, to_device
+from aqakit.errors import AqakitError
+from aqakit.evaluate import autocast, evaluate, resolve_amp
+from aqakit.model import AQAModel, build_model
+from aqakit.plugins import Plugins
+from aqakit.recipe import Recipe, dump_yaml, validate
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(choice: str, dist: distributed.DistInfo | None = None) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise AqakitError("recipe field 'train.device': cuda requested but no CUDA device is available")
+        return torch.device("cuda", dist.local_rank if dist else 0)
+    return torch.device("cpu")
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    cfg = recipe.train.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    cfg, epochs = recipe.train.scheduler, recipe.train.epochs
+    sched = torch.optim.lr_scheduler
+    if cfg.name == "cosine":
+        main = sched.CosineAnnealingLR(optimizer, T_max=max(1, epochs - cfg.warmup_epochs))
+    elif cfg.name == "step":
+        main = sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        main = sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if cfg.warmup_epochs > 0:
+        warm = sched.LinearLR(optimizer, start_factor=1.0 / (cfg.warmup_epochs + 1), total_iters=cfg.warmup_epochs)
+        return sched.SequentialLR(optimizer, [warm, main], milestones=[cfg.warmup_epochs])
+    return main
+
+
+def selection(recipe: Recipe, model: AQAModel) -> tuple[str, str]:
+    """(metric, 'max'|'min') that picks best.pt: the recipe's, or the first head's primary metric."""
+    metric, mode = recipe.train.select.metric, recipe.train.select.mode
+    if metric is None:
+        head_id, head = next(iter(model.heads.items()))
+        metric = f"{head_id}.{head.primary_metric}" if head.primary_metric else "loss"
+        if mode is None:
+            mode = "max" if head.primary_metric and head.higher_is_better else "min"
+    return metric, mode or ("min" if metric.endswith("loss") else "max")
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or math.isnan(best):
+        return True
+    if math.isnan(value):
+        return False
+    return value > best if mode == "max" else value < best
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    return Path("runs") / f"{recipe.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _log(dist: distributed.DistInfo, message: str) -> None:
+    if dist.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _short(metrics: dict[str, float], keys: list[str]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train ``recipe``; return the summary written to ``run_dir/summary.json``."""
+    device = pick_device(recipe.train.device)
+    dist = distributed.init(device.type)
+    try:
+        return _train(recipe, plugins, run_dir, resume, dist)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume: bool,
+           dist: distributed.DistInfo) -> dict[str, Any]:
+    registry = plugins.registry
+    device = pick_device(recipe.train.device, dist)
+    amp_dtype = resolve_amp(recipe.train.amp, device)
+    if recipe.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    # -- run folder -----------------------------------------------------------------------------
+    if resume and run_dir is None:
+        raise AqakitError("--resume needs --run-dir: the folder of the run to continue")
+    run = Path(distributed.broadcast_object(dist, str(run_dir or default_run_dir(recipe))))
+    ckpt_dir = run / "checkpoints"
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    state: dict[str, Any] | None = None
+    if resume:
+        if not last_path.exists():
+            raise AqakitError(f"nothing to resume in {run}: no checkpoints/last.pt (start it without --resume)")
+        state = checkpoint.load(last_path)
+        _check_same_recipe(recipe, state["recipe"], last_path)
+    elif last_path.exists():
+        raise AqakitError(f"{run} already holds a run; continue it with --resume or choose another --run-dir")
+
+    # -- data, model, optimisation -------------------------------------------------------------------
+    seed_everything(recipe.seed)
+    dataset = build_dataset(recipe, registry)
+    check_keys(recipe, registry, dataset)
+    splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed)
+    model = build_model(recipe, registry).to(device)
+    optimizer = build_optimizer(recipe, model)
+    scheduler = build_scheduler(recipe, optimizer)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    metric_name, mode = selection(recipe, model)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": None, "value": None}
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"]
+        _log(dist, f"resuming {run} after epoch {start_epoch}/{recipe.train.epochs}")
+    components = {
+        "backbone": [recipe.model.backbone.name, plugins.distribution_of("backbone", recipe.model.backbone.name)],
+        "aggregator": [recipe.model.aggregator.name, plugins.distribution_of("aggregator", recipe.model.aggregator.name)],
+        "dataset": [recipe.data.dataset.name, plugins.distribution_of("dataset", recipe.data.dataset.name)],
+        **{f"heads.{h}": [c.name, plugins.distribution_of("head", c.name)] for h, c in recipe.model.heads.items()},
+    }
+    if dist.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(run / "recipe.yaml", dump_yaml(recipe))
+        checkpoint.atomic_write_json(run / "splits.json", splits.record)
+        # metrics.jsonl always matches the checkpoint it continues from
+        checkpoint.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    net = DistributedDataParallel(model) if dist.enabled else model
+    eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
+
+    def loader(split: str, epoch: int, shuffle: bool):
+        return make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
+                           num_workers=recipe.data.num_workers, shuffle=shuffle, seed=recipe.seed, epoch=epoch,
+                           dist=dist, pin_memory=device.type == "cuda")
+
+    def snapshot(epoch: int) -> dict[str, Any]:
+        return {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                "history": history, "best": best, "selection": {"metric": metric_name, "mode": mode},
+                "components": components, "aqakit_version": aqakit.__version__}
+
+    # -- epochs ------------------------------------------------------------------------------------
+    epochs, accum = recipe.train.epochs, recipe.train.grad_accum
+    for epoch in range(start_epoch, epochs):
+        seed_everything(recipe.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # replayable per epoch
+        t0 = time.time()
+        net.train()
+        train_loader = loader("train", epoch, shuffle=True)
+        sums: dict[str, float] = {}
+        seen = 0
+        optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=None if dist.is_main else True)
+        for step, batch in enumerate(bar):
+            batch = to_device(batch, device)
+            sync = (step + 1) % accum == 0 or step + 1 == len(train_loader)
+            with net.no_sync() if dist.enabled and not sync else nullcontext():
+                with autocast(device, amp_dtype):
+                    outputs = net(batch)
+                    total, parts = model.loss(outputs, batch)
+                if not torch.isfinite(total):
+                    raise AqakitError(f"loss became {float(total)} at epoch {epoch + 1} step {step + 1}; "
+                                      "lower train.optimizer.lr or check the labels")
+                scaler.scale(total / accum).backward()
+            if sync:
+                if recipe.train.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            n = len(batch["index"])
+            seen += n
+            for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * n
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+        train_metrics = {k: v / seen for k, v in sums.items()}
+        train_metrics["lr"] = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
+        improved = False
+        if "val" in splits.sets:
+            val_metrics = evaluate(model, loader("val", epoch, shuffle=False), device, amp_dtype, dist, desc="val")
+            if metric_name not in val_metrics:
+                raise AqakitError(f"recipe field 'train.select.metric': '{metric_name}' is not a validation metric; "
+                                  f"available: {', '.join(sorted(val_metrics))}")
+            entries.append({"epoch": epoch + 1, "split": "val", "metrics": val_metrics})
+            improved = is_better(val_metrics[metric_name], best["value"], mode)
+        else:
+            improved = True  # no validation split: the latest epoch is the best we know
+            val_metrics = {}
+        if improved:
+            best = {"epoch": epoch + 1, "value": val_metrics.get(metric_name)}
+        history.extend(entries)
+        if dist.is_main:
+            if improved:
+                checkpoint.save(best_path, snapshot(epoch + 1))
+            checkpoint.save(last_path, snapshot(epoch + 1))
+            with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(e) + "\n" for e in entries)
+        distributed.barrier(dist)
+        _log(dist, f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f}  "
+                   f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
+                   f"({time.time() - t0:.1f}s)")
+
+    # -- final evaluation: last epoch and best-on-val, on val and test -------------------------------
+    summary = _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best,
+                                best_path, metric_name, mode)
+    summary["weights_fingerprint"] = distributed.all_gather_objects(dist, distributed.parameter_fingerprint(model))
+    summary["run_dir"] = str(run)
+    if dist.is_main:
+        checkpoint.atomic_write_json(run / "summary.json", summary)
+    distributed.barrier(dist)
+    _log(dist, f"done: {run}/summary.json  best epoch {best['epoch']}  "
+               f"test {_short(summary['test'], [metric_name])}")
+    return summary
+
+
+def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best, best_path,
+                      metric_name, mode) -> dict[str, Any]:
+    epochs = recipe.train.epochs
+    last_val = next((h["metrics"] for h in reversed(history) if h["split"] == "val"), {})
+    has_test = "test" in splits.sets
+    last_test = evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test") if has_test else {}
+    best_val = next((h["metrics"] for h in history if h["split"] == "val" and h["epoch"] == best["epoch"]), {})
+    best_test = last_test
+    if best["epoch"] != epochs:
+        model.load_state_dict(checkpoint.load(best_path)["model"])
+        best_test = evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test") if has_test else {}
+    return {
+        "recipe": recipe.name,
+        "epochs": epochs,
+        "selection": {"metric": metric_name, "mode": mode, "split": "val"},
+        "best_epoch": best["epoch"],
+        "val": best_val,
+        "test": best_test,
+        "last_epoch": {"epoch": epochs, "val": last_val, "test": last_test},
+        "world_size": dist.world_size,
+        "device": str(device),
+    }
+
+
+def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> None:
+    """Resuming with a changed recipe would mix two experiments: refuse, naming the first difference."""
+    def diff(a: Any, b: Any, prefix: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in list(a) + [k for k in b if k not in a]:
+                found = diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+                if found:
+                    return found
+            return None
+        return None if a == b else prefix
+
+    field = diff(recipe.to_dict(), stored, "")
+    if field:
+        raise AqakitError(f"recipe field '{field}' differs from the run being resumed ({path}); "
+                          "resume with the same recipe and overrides, or start a new --run-dir")
+
+
+def recipe_from_checkpoint(state: dict[str, Any], plugins: Plugins) -> Recipe:
+    """Rebuild the validated recipe stored in a checkpoint, saying which plugin is missing if any."""
+    for what, (name, distribution) in state.get("components", {}).items():
+        kind = "head" if what.startswith("heads.") else what
+        try:
+            plugins.registry.get(kind, name)
+        except AqakitError:
+            raise AqakitError(f"this checkpoint needs {kind} '{name}' from the distribution '{distribution}', "
+                              f"which is not installed or not loaded (pip install {distribution})") from None
+    return validate(state["recipe"], registry=plugins.registry)
