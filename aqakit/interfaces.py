@@ -97,6 +97,15 @@ class TaskHead(nn.Module, ABC):
         """Per-sample tensors (first dim = batch) kept on CPU for :meth:`metrics`."""
         ...
 
+    def example_batch(self, batch_size: int) -> Batch:
+        """Small valid targets for the contract checks; override for keys other than score-like floats."""
+        g = torch.Generator().manual_seed(0)
+        floats = {"score", "difficulty", "execution"}
+        unknown = [k for k in self.requires if k not in floats]
+        if unknown:
+            raise TypeError(f"{type(self).__name__} must override example_batch() to make {unknown}")
+        return {k: torch.rand(batch_size, generator=g) * 10 for k in self.requires}
+
     @abstractmethod
     def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, float]:
         """Metrics over a whole split from the concatenated ``collect`` tensors (no prefix)."""

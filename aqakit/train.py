@@ -215,7 +215,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
             n = len(batch["index"])
             seen += n
             for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
-                sums[name] = sums.get(name, 0.0) + float(value) * n
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
         train_metrics = {k: v / seen for k, v in sums.items()}
         train_metrics["lr"] = optimizer.param_groups[0]["lr"]

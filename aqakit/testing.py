@@ -1,0 +1,176 @@
+"""Contract checks every plugin component must pass, and pytest fixtures for plugin authors.
+
+Installed as a pytest plugin (entry point ``pytest11``), so in any package's tests::
+
+    from aqakit.testing import check_component
+
+    def test_my_backbone(aqakit_plugins, register_plugin):
+        import my_plugin
+        register_plugin(my_plugin)
+        check_component(aqakit_plugins.registry.get("backbone", "mine"))
+
+Components are built with their defaults plus the class attribute ``contract_kwargs`` (a dict) when
+they need arguments to be small or valid. Heads build their test targets with ``example_batch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+IN_DIM = 8
+SEQ_LEN = 3
+BATCH = 2
+
+
+def _kwargs(factory: Any, **injected: Any) -> dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(factory).parameters
+    base = {k: v for k, v in injected.items() if k in params}
+    return {**base, **dict(getattr(factory, "contract_kwargs", {}) or {})}
+
+
+def _assert_finite(name: str, tensor: Any) -> None:
+    import torch
+
+    assert torch.is_tensor(tensor), f"{name}: expected a tensor, got {type(tensor).__name__}"
+    assert torch.isfinite(tensor.float()).all(), f"{name}: output has NaN or Inf"
+
+
+def _assert_gradients(name: str, module: Any) -> None:
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    missing = [n for n, p in params if p.grad is None]
+    assert not missing, f"{name}: no gradient reaches parameter(s) {missing[:5]}"
+
+
+def check_backbone(factory: Any, name: str = "backbone") -> None:
+    import torch
+
+    from aqakit.interfaces import BackboneSpec
+
+    model = factory(**_kwargs(factory))
+    spec = getattr(model, "spec", None)
+    assert isinstance(spec, BackboneSpec), f"{name}: .spec must be an aqakit.interfaces.BackboneSpec"
+    assert len(spec.mean) == 3 and len(spec.std) == 3, f"{name}: spec mean/std need 3 channels"
+    t = spec.clip_len or 8
+    clips = torch.randn(BATCH, 3, t, *spec.frame_size, generator=torch.Generator().manual_seed(0))
+    model.train()
+    out = model(clips)
+    _assert_finite(name, out)
+    assert out.shape[0] == BATCH and out.shape[1] == spec.feature_dim, (
+        f"{name}: output shape {tuple(out.shape)} does not start with (clips={BATCH}, feature_dim={spec.feature_dim})")
+    expected_dims = 2 if spec.output == "vector" else 5
+    assert out.dim() == expected_dims, f"{name}: output kind '{spec.output}' needs {expected_dims} dims, got {out.dim()}"
+    out.float().square().mean().backward()
+    _assert_gradients(name, model)
+
+
+def check_aggregator(factory: Any, name: str = "aggregator") -> None:
+    import torch
+
+    from aqakit.interfaces import Representation
+
+    model = factory(**_kwargs(factory, in_dim=IN_DIM))
+    assert isinstance(getattr(model, "out_dim", None), int), f"{name}: must set an int .out_dim"
+    feats = torch.randn(BATCH, SEQ_LEN, IN_DIM, requires_grad=True)
+    rep = model(feats)
+    assert isinstance(rep, Representation), f"{name}: forward must return aqakit.interfaces.Representation"
+    _assert_finite(f"{name}.pooled", rep.pooled)
+    assert rep.pooled.shape[:2] == (BATCH, model.out_dim), (
+        f"{name}: pooled shape {tuple(rep.pooled.shape)} does not start with (B={BATCH}, out_dim={model.out_dim})")
+    rep.pooled.float().square().mean().backward()
+    assert feats.grad is not None, f"{name}: no gradient flows back to the clip features"
+    _assert_gradients(name, model)
+
+
+def check_head(factory: Any, name: str = "head") -> None:
+    import torch
+
+    from aqakit.interfaces import Representation
+
+    model = factory(**_kwargs(factory, in_dim=IN_DIM, seq_dim=IN_DIM))
+    g = torch.Generator().manual_seed(0)
+    rep = Representation(pooled=torch.randn(BATCH, IN_DIM, generator=g),
+                         sequence=torch.randn(BATCH, SEQ_LEN, IN_DIM, generator=g))
+    batch = model.example_batch(BATCH)
+    missing = [k for k in model.requires if k not in batch]
+    assert not missing, f"{name}: example_batch lacks required key(s) {missing}"
+    model.train()
+    out = model(rep)
+    loss = model.loss(out, batch)
+    assert torch.is_tensor(loss) and loss.dim() == 0, f"{name}: loss must be a scalar tensor"
+    assert torch.isfinite(loss), f"{name}: loss is not finite"
+    loss.backward()
+    _assert_gradients(name, model)
+    model.eval()
+    with torch.no_grad():
+        collected = model.collect(model(rep), batch)
+    for key, tensor in collected.items():
+        assert torch.is_tensor(tensor) and tensor.shape[0] == BATCH, (
+            f"{name}: collect()['{key}'] must be a tensor with one row per sample")
+    metrics = model.metrics(collected)
+    assert metrics and all(isinstance(v, float) for v in metrics.values()), f"{name}: metrics must be floats"
+    if model.primary_metric:
+        assert model.primary_metric in metrics, f"{name}: primary_metric '{model.primary_metric}' not in metrics"
+
+
+def check_dataset(factory: Any, name: str = "dataset", max_samples: int = 2) -> None:
+    import torch
+
+    ds = factory(**_kwargs(factory))
+    splits = tuple(ds.splits())
+    assert "train" in splits, f"{name}: needs a 'train' split, has {splits}"
+    for split in splits:
+        data = ds.split(split)
+        assert len(data) > 0, f"{name}: split '{split}' is empty"
+        for i in range(min(max_samples, len(data))):
+            sample = data[i]
+            assert isinstance(sample, dict), f"{name}: samples must be dicts"
+            video = sample.get("video")
+            assert torch.is_tensor(video) and video.dtype == torch.uint8 and video.dim() == 4 and video.shape[0] == 3, (
+                f"{name}: sample['video'] must be a uint8 C x T x H x W tensor with C=3")
+            missing = [k for k in ds.provides if k not in sample]
+            assert not missing, f"{name}: split '{split}' sample {i} lacks provided key(s) {missing}"
+
+
+CHECKS = {"backbone": check_backbone, "aggregator": check_aggregator, "head": check_head, "dataset": check_dataset}
+
+
+def check_component(component: Any) -> None:
+    """Run the contract check for a registered :class:`aqakit.registry.Component`."""
+    CHECKS[component.kind](component.factory, name=f"{component.kind} '{component.name}' ({component.distribution})")
+
+
+def contract_ids(component: Any) -> str:
+    return f"{component.kind}-{component.name}"
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aqakit_plugins() -> Iterator[Any]:
+    """A plugin set with only aqakit's bundled plugins, made current for the test."""
+    from aqakit import plugins
+
+    previous = plugins._current
+    fresh = plugins.Plugins(selected=set(), strict=True).load()
+    plugins.reset(fresh)
+    try:
+        yield fresh
+    finally:
+        plugins.reset(previous)
+
+
+@pytest.fixture
+def register_plugin(aqakit_plugins: Any) -> Any:
+    """``register_plugin(module_or_object, distribution="test")`` adds a plugin for one test."""
+
+    def register(plugin: Any, distribution: str = "test", name: str | None = None) -> Any:
+        return aqakit_plugins.register_plugin(plugin, distribution, name=name)
+
+    return register
+
