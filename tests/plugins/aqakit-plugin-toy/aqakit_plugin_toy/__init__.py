@@ -6,6 +6,8 @@ follows a hidden score, so a model can learn the score in a few seconds.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -28,13 +30,15 @@ class Tiny3D(Backbone):
 
 
 class RandomVideoSplit(torch.utils.data.Dataset):
-    def __init__(self, n: int, frames: int, size: int, seed: int) -> None:
-        self.n, self.frames, self.size, self.seed = n, frames, size, seed
+    def __init__(self, n: int, frames: int, size: int, seed: int, delay: float = 0.0) -> None:
+        self.n, self.frames, self.size, self.seed, self.delay = n, frames, size, seed, delay
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> dict:
+        if self.delay:
+            time.sleep(self.delay)  # stands in for slow video decoding
         g = torch.Generator().manual_seed(self.seed * 100_003 + i)
         quality = torch.rand((), generator=g)
         noise = torch.randint(0, 96, (3, self.frames, self.size, self.size), generator=g)
@@ -43,13 +47,17 @@ class RandomVideoSplit(torch.utils.data.Dataset):
 
 
 class RandomVideo(Dataset):
-    """Random uint8 videos whose brightness encodes the score (0..10)."""
+    """Random uint8 videos whose brightness encodes the score (0..10).
+
+    ``delay`` seconds of sleep per sample stand in for slow decoding (tests kill runs mid-epoch).
+    """
 
     provides = ("score",)
 
-    def __init__(self, n_train: int = 48, n_test: int = 16, frames: int = 8, size: int = 16, seed: int = 0) -> None:
-        self._splits = {"train": RandomVideoSplit(n_train, frames, size, seed),
-                        "test": RandomVideoSplit(n_test, frames, size, seed + 1)}
+    def __init__(self, n_train: int = 48, n_test: int = 16, frames: int = 8, size: int = 16, seed: int = 0,
+                 delay: float = 0.0) -> None:
+        self._splits = {"train": RandomVideoSplit(n_train, frames, size, seed, delay),
+                        "test": RandomVideoSplit(n_test, frames, size, seed + 1, delay)}
 
     def splits(self) -> tuple[str, ...]:
         return tuple(self._splits)

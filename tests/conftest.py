@@ -1,0 +1,43 @@
+"""Shared helpers: the toy recipe, running the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY_RECIPE = ROOT / "tests" / "plugins" / "aqakit-plugin-toy" / "aqakit_plugin_toy" / "toy.yaml"
+INSTALL_HINT = "install the test plugins: pip install ./tests/plugins/aqakit-plugin-toy ./tests/plugins/aqakit-plugin-broken"
+
+
+def has_distribution(name: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution(name)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+needs_toy = pytest.mark.skipif(not has_distribution("aqakit-plugin-toy"), reason=INSTALL_HINT)
+needs_broken = pytest.mark.skipif(not has_distribution("aqakit-plugin-broken"), reason=INSTALL_HINT)
+
+
+def run_aqakit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m aqakit ARGS`` in a subprocess, as a user would run it."""
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("AQAKIT_DEBUG", "AQAKIT_LOAD_PLUGINS", "AQAKIT_STRICT_PLUGINS")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "aqakit", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def toy_recipe() -> Path:
+    return TOY_RECIPE

@@ -1,0 +1,176 @@
+"""The training engine end to end on the toy plugin: run folder, eval parity, resume after SIGKILL, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TOY_RECIPE, needs_toy, run_aqakit
+
+from aqakit import plugins as plugin_mod
+from aqakit.errors import AqakitError
+from aqakit.evaluate import evaluate_checkpoint
+from aqakit.recipe import load_recipe
+from aqakit.train import train
+
+pytestmark = needs_toy
+
+
+@pytest.fixture(scope="module")
+def toy_plugins():
+    import os as _os
+
+    old = _os.environ.get("AQAKIT_LOAD_PLUGINS")
+    _os.environ["AQAKIT_LOAD_PLUGINS"] = "aqakit-plugin-toy"
+    try:
+        yield plugin_mod.Plugins().load()
+    finally:
+        if old is None:
+            _os.environ.pop("AQAKIT_LOAD_PLUGINS")
+        else:
+            _os.environ["AQAKIT_LOAD_PLUGINS"] = old
+
+
+@pytest.fixture(scope="module")
+def finished_run(toy_plugins, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("toy") / "run"
+    train(load_recipe(TOY_RECIPE, registry=toy_plugins.registry), toy_plugins, run_dir=run)
+    return run
+
+
+def test_run_folder_layout(finished_run: Path):
+    names = sorted(str(p.relative_to(finished_run)) for p in finished_run.rglob("*") if p.is_file())
+    assert names == ["checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl", "recipe.yaml",
+                     "splits.json", "summary.json"]
+    lines = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["epoch"], e["split"]) for e in lines] == [(1, "train"), (1, "val"), (2, "train"), (2, "val"),
+                                                         (3, "train"), (3, "val")]
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert {"val", "test", "last_epoch", "best_epoch", "selection"} <= summary.keys()
+    assert summary["selection"] == {"metric": "score.spearman", "mode": "max", "split": "val"}
+    assert {"score.spearman", "score.l2", "score.r_l2", "loss"} <= summary["test"].keys()
+    assert summary["last_epoch"]["epoch"] == 3 and summary["last_epoch"]["test"]
+    best_val = [e["metrics"] for e in lines if e["split"] == "val" and e["epoch"] == summary["best_epoch"]][0]
+    assert summary["val"] == best_val
+    splits = json.loads((finished_run / "splits.json").read_text())
+    assert splits["sizes"] == {"train": 36, "val": 12, "test": 16}
+    assert not set(splits["val"]["val_indices"]) & set(splits["val"]["train_indices"])
+
+
+def test_model_learns_the_toy_score(finished_run: Path):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert summary["last_epoch"]["test"]["score.spearman"] > 0.5
+
+
+def test_eval_reproduces_summary_val_metrics_exactly(finished_run: Path, toy_plugins):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    metrics = evaluate_checkpoint(finished_run / "checkpoints" / "best.pt", "val", toy_plugins)
+    assert metrics == summary["val"]
+
+
+def test_eval_cli_json_matches_summary(finished_run: Path):
+    result = run_aqakit("eval", str(finished_run / "checkpoints" / "best.pt"), "--split", "val", "--json",
+                        env={"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads((finished_run / "summary.json").read_text())["val"]
+
+
+def test_eval_names_the_missing_distribution(finished_run: Path):
+    result = run_aqakit("eval", str(finished_run / "checkpoints" / "best.pt"), env={"AQAKIT_LOAD_PLUGINS": ""})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: this checkpoint needs backbone 'tiny3d' from the distribution 'aqakit-plugin-toy', "
+        "which is not installed or not loaded (pip install aqakit-plugin-toy)"]
+
+
+def test_eval_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = run_aqakit("eval", str(junk), env={"AQAKIT_LOAD_PLUGINS": ""})
+    assert result.returncode == 2 and "not a readable aqakit checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    result = run_aqakit("eval", str(other), env={"AQAKIT_LOAD_PLUGINS": ""})
+    assert result.returncode == 2 and "is not an aqakit checkpoint" in result.stderr
+
+
+def test_existing_run_is_never_overwritten(finished_run: Path, toy_plugins):
+    before = (finished_run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(AqakitError, match="already holds a run; continue it with --resume"):
+        train(load_recipe(TOY_RECIPE, registry=toy_plugins.registry), toy_plugins, run_dir=finished_run)
+    assert (finished_run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_refuses_a_changed_recipe(finished_run: Path, toy_plugins):
+    recipe = load_recipe(TOY_RECIPE, ["train.optimizer.lr=0.5"], registry=toy_plugins.registry)
+    with pytest.raises(AqakitError, match="'train.optimizer.lr' differs from the run being resumed"):
+        train(recipe, toy_plugins, run_dir=finished_run, resume=True)
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in history]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path, toy_plugins):
+    slow = ["train.epochs=4", "data.dataset.delay=0.02"]  # ~1 s per epoch: room to kill mid-epoch
+    env = {**os.environ, "AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "aqakit", "train", str(TOY_RECIPE), *slow,
+                             "--run-dir", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics_file = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until epoch 1 is checkpointed, then kill inside epoch 2
+        if metrics_file.exists() and '"epoch": 1, "split": "val"' in metrics_file.read_text():
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "summary.json").exists()
+    lines = metrics_file.read_text().splitlines()
+    assert all(json.loads(line)["epoch"] == 1 for line in lines), "killed too late: epoch 2 had finished"
+    assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+    recipe = load_recipe(TOY_RECIPE, slow, registry=toy_plugins.registry)
+    resumed = train(recipe, toy_plugins, run_dir=killed, resume=True)
+    straight = train(recipe, toy_plugins, run_dir=tmp_path / "straight")
+
+    a = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert _without_timing(a["history"]) == _without_timing(b["history"])
+    for key in ("val", "test", "last_epoch", "best_epoch"):
+        assert resumed[key] == straight[key]
+    resumed_lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert _without_timing(resumed_lines) == _without_timing(a["history"])
+
+
+def test_torchrun_two_processes_rank0_writes_and_weights_agree(tmp_path: Path):
+    run = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQAKIT_")}
+    env.update({"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy", "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "aqakit", "train", str(TOY_RECIPE), "--run-dir", str(run)],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    fingerprints = summary["weights_fingerprint"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert names == ["checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl", "recipe.yaml",
+                     "splits.json", "summary.json"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # written once, not once per rank
+    assert result.stdout.count('"run_dir"') == 1  # only rank 0 prints the result
