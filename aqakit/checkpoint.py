@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,8 +36,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def json_safe(obj: Any) -> Any:
+    """NaN/Inf (e.g. Spearman of constant predictions) become null: strict JSON readers reject them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    atomic_write_text(path, to_json(obj, indent=2) + "\n")
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -51,8 +67,10 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AqakitError(f"{path} is not a readable aqakit checkpoint ({first[:200]})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not first or first.isdigit():
+            first = "not a PyTorch checkpoint file"
+        raise AqakitError(f"{path} is not a readable aqakit checkpoint ({type(exc).__name__}: {first[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AqakitError(f"{path} is not an aqakit checkpoint (no '{FORMAT}' format marker)")
     return state

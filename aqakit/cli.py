@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from aqakit.checkpoint import to_json
 from aqakit.errors import AqakitError
 from aqakit.interfaces import KINDS
 
@@ -104,8 +105,8 @@ def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resu
     r = load_recipe(recipe, overrides, registry=plugins.registry)
     summary = train(r, plugins, run_dir=run_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(json.dumps({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
-                               "val": summary["val"], "test": summary["test"]}, indent=2))
+        click.echo(to_json({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
+                            "val": summary["val"], "test": summary["test"]}, indent=2))
 
 
 @cli.command("eval")
@@ -118,7 +119,7 @@ def eval_cmd(checkpoint_path: str, split: str, as_json: bool) -> None:
 
     metrics = evaluate_checkpoint(Path(checkpoint_path), split, _plugins())
     if as_json:
-        click.echo(json.dumps(metrics, indent=2))
+        click.echo(to_json(metrics, indent=2))
     else:
         for k, v in metrics.items():
             click.echo(f"{k:<28} {v:.6g}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
 from aqakit.recipe import Recipe
 from aqakit.registry import Registry
+from aqakit.video import VideoTransform
 
 
 @dataclass
@@ -26,20 +28,40 @@ class Splits:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-class Indexed(TorchDataset):
-    """Adds the sample's position in its split as ``index`` (to gather eval results across ranks)."""
+class Prepared(TorchDataset):
+    """Applies the spatial pipeline to each sample's video and adds its position as ``index``
+    (used to gather evaluation results across ranks). Runs in the loader workers."""
 
-    def __init__(self, inner: TorchDataset) -> None:
-        self.inner = inner
+    def __init__(self, inner: TorchDataset, transform: VideoTransform | None = None, augment: bool = False) -> None:
+        self.inner, self.transform, self.augment = inner, transform, augment
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.inner[i]
-        if not isinstance(sample, dict) or "video" not in sample:
+        if not isinstance(sample, dict) or not torch.is_tensor(sample.get("video")):
             raise AqakitError(f"dataset samples must be dicts with a 'video' tensor; got {type(sample).__name__}")
+        if self.transform is not None:
+            generator = None
+            if self.augment:  # drawn from the global RNG, which the engine seeds per epoch and worker
+                generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+            transform = self.transform
+            if transform.crop and transform.resize is None and _smaller(sample["video"], transform.crop):
+                transform = dataclasses.replace(transform, crop=None)  # the model resizes small frames up
+            sample = {**sample, "video": transform(sample["video"], generator)}
         return {**sample, "index": i}
+
+
+def _smaller(video: torch.Tensor, size: tuple[int, int]) -> bool:
+    return video.shape[-2] < size[0] or video.shape[-1] < size[1]
+
+
+def video_transform(recipe: Recipe, frame_size: tuple[int, int], augment: bool) -> VideoTransform:
+    """The recipe's spatial pipeline for one backbone frame size (random parts only if ``augment``)."""
+    cfg = recipe.data
+    return VideoTransform(resize=tuple(cfg.resize) if cfg.resize else None, crop=tuple(frame_size),
+                          random_crop=augment and cfg.crop == "random", flip=augment and cfg.flip)
 
 
 def build_dataset(recipe: Recipe, registry: Registry) -> Dataset:
@@ -69,7 +91,7 @@ def resolve_splits(dataset: Dataset, val_fraction: float, seed: int) -> Splits:
     names = tuple(dataset.splits())
     if "train" not in names:
         raise AqakitError(f"dataset has no 'train' split (it has: {', '.join(names)})")
-    train = dataset.split("train")
+    train = dataset.split("train", augment=True)
     sets: dict[str, TorchDataset] = {}
     record: dict[str, Any] = {}
     if "val" in names:
@@ -82,7 +104,8 @@ def resolve_splits(dataset: Dataset, val_fraction: float, seed: int) -> Splits:
             raise AqakitError(f"data.val_fraction={val_fraction} leaves no training samples out of {n}")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-        sets["train"], sets["val"] = Subset(train, train_idx), Subset(train, val_idx)
+        sets["train"] = Subset(train, train_idx)
+        sets["val"] = Subset(dataset.split("train", augment=False), val_idx)
         record["val"] = {"source": "carved from train", "seed": seed, "fraction": val_fraction,
                          "train_indices": train_idx, "val_indices": val_idx}
     else:
@@ -104,9 +127,11 @@ def seed_worker(worker_id: int) -> None:
 
 
 def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int,
-                epoch: int, dist: DistInfo, pin_memory: bool = False) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch): a resumed epoch replays exactly."""
-    ds = Indexed(ds)
+                epoch: int, dist: DistInfo, transform: VideoTransform | None = None,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch): a resumed epoch replays exactly.
+    ``shuffle`` marks the training loader: it shuffles and applies the random parts of ``transform``."""
+    ds = Prepared(ds, transform, augment=shuffle)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     sampler = None
     if dist.enabled:

@@ -85,7 +85,7 @@ def _metrics(model: AQAModel, parts: list[dict[str, Any]]) -> dict[str, float]:
 def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
     """Rebuild model, dataset and splits from a checkpoint's recipe and evaluate one split."""
     from aqakit import checkpoint
-    from aqakit.data import build_dataset, make_loader, resolve_splits
+    from aqakit.data import build_dataset, make_loader, resolve_splits, video_transform
     from aqakit.model import build_model
     from aqakit.train import pick_device, recipe_from_checkpoint
 
@@ -99,5 +99,5 @@ def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
     model.load_state_dict(state["model"])
     loader = make_loader(splits.sets[split], batch_size=recipe.data.eval_batch_size or recipe.data.batch_size,
                          num_workers=recipe.data.num_workers, shuffle=False, seed=recipe.seed, epoch=0,
-                         dist=DistInfo())
+                         dist=DistInfo(), transform=video_transform(recipe, model.backbone.spec.frame_size, False))
     return evaluate(model, loader, device, resolve_amp(recipe.train.amp, device), desc=split)

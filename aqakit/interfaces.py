@@ -113,10 +113,11 @@ class TaskHead(nn.Module, ABC):
 
 
 class Dataset(ABC):
-    """Samples and labels, by split. Subclasses set ``provides`` and implement two methods.
+    """Samples and labels, by split. Subclasses set ``provides`` and implement ``splits``/``split``.
 
     ``provides`` names the sample keys besides ``video`` and ``key`` (e.g. ``("score",)``).
-    A dataset never decides model sizes; it returns uint8 videos at their own resolution.
+    A dataset never decides model sizes; it returns uint8 videos at their own resolution (the core
+    resizes and crops them to the backbone's frame size in the loader workers).
     """
 
     provides: tuple[str, ...] = ()
@@ -127,15 +128,22 @@ class Dataset(ABC):
         ...
 
     @abstractmethod
-    def split(self, name: str) -> torch.utils.data.Dataset:
-        """A map-style dataset of sample dicts for one split."""
+    def split(self, name: str, augment: bool = False) -> torch.utils.data.Dataset:
+        """A map-style dataset of sample dicts for one split.
+
+        ``augment=True`` only for the samples a model trains on: dataset-specific train-time
+        augmentation (e.g. temporal jitter) happens there, drawing from torch's global RNG.
+        """
         ...
+
+    def labels(self, split: str) -> list[dict[str, Any]]:
+        """Per-sample labels without decoding video (``aqakit data info``); override when cheap."""
+        data = self.split(split)
+        return [{k: v for k, v in data[i].items() if k != "video"} for i in range(len(data))]
+
+    def problems(self, split: str) -> list[str]:
+        """Missing or unreadable samples of a split, one line each (``aqakit data info``)."""
+        return []
 
 
 KINDS: tuple[str, ...] = ("backbone", "aggregator", "head", "dataset")
-BASES: dict[str, type] = {
-    "backbone": Backbone,
-    "aggregator": Aggregator,
-    "head": TaskHead,
-    "dataset": Dataset,
-}

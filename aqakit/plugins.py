@@ -56,7 +56,7 @@ class Plugins:
 
     def __init__(self, *, strict: bool | None = None, selected: set[str] | None | bool = True) -> None:
         """``selected``: ``True`` reads ``AQAKIT_LOAD_PLUGINS``; ``None`` loads every entry point."""
-        self.strict = os.environ.get("AQAKIT_STRICT_PLUGINS", "") == "1" if strict is None else strict
+        self.strict = _env_flag("AQAKIT_STRICT_PLUGINS") if strict is None else strict
         self.selected = _selection_from_env() if selected is True else selected
         self.pm = pluggy.PluginManager("aqakit")
         self.pm.add_hookspecs(hookspecs)
@@ -68,17 +68,24 @@ class Plugins:
         aqakit_version = _dist_version(BUNDLED_DISTRIBUTION)
         for module_name in BUNDLED_PLUGINS:
             self.add_module(importlib.import_module(module_name), BUNDLED_DISTRIBUTION, aqakit_version, bundled=True)
+        found: set[str] = set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
-            if self.selected is not None and dist not in self.selected:
+            found.add(canonical(dist))
+            if self.selected is not None and canonical(dist) not in self.selected:
                 continue
             record = PluginRecord(f"{dist}:{ep.name}", dist, ep.dist.version if ep.dist else "?", False)
             self.records[record.name] = record
             try:
                 module = ep.load()
-                self.pm.register(module, name=record.name)
             except Exception as exc:  # a broken plugin must not take aqakit down
                 self._fail(record, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self._pm_register(module, record)
+        unknown = sorted((self.selected or set()) - found)
+        if unknown:
+            print(f"aqakit: warning: AQAKIT_LOAD_PLUGINS names {', '.join(unknown)}, which no installed "
+                  f"distribution provides (installed: {', '.join(sorted(found)) or 'none'})", file=sys.stderr)
         self._check_pending()
         self._collect_components()
         return self
@@ -90,8 +97,14 @@ class Plugins:
         name = name or getattr(module, "__name__", repr(module))
         record = PluginRecord(name, distribution, dist_version, bundled)
         self.records[name] = record
-        self.pm.register(module, name=name)
+        self._pm_register(module, record)
         return record
+
+    def _pm_register(self, module: object, record: PluginRecord) -> None:
+        try:
+            self.pm.register(module, name=record.name)
+        except pluggy.PluginValidationError as exc:  # e.g. a hook with misnamed parameters
+            self._fail(record, f"invalid hook implementation: {exc}")
 
     def register_plugin(self, module: ModuleType | object, distribution: str = "test",
                         name: str | None = None) -> PluginRecord:
@@ -151,11 +164,20 @@ class Plugins:
         return self.registry.get(kind, name).distribution
 
 
+def canonical(name: str) -> str:
+    """Distribution names compare as pip does: case-insensitive, '_' and '.' equal to '-'."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
 def _selection_from_env() -> set[str] | None:
     raw = os.environ.get("AQAKIT_LOAD_PLUGINS")
     if raw is None:
         return None
-    return {part.strip() for part in raw.split(",") if part.strip()}
+    return {canonical(part) for part in raw.split(",") if part.strip()}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _dist_version(name: str) -> str:

@@ -63,11 +63,21 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Loading: batch sizes, workers, the carved validation fraction and the spatial pipeline.
+
+    Frames are resized to ``resize`` ([height, width]) if set, then cropped to the backbone's frame
+    size (``crop``: ``random`` or ``center`` for training; evaluation always crops the centre), then
+    flipped horizontally with probability 0.5 in training if ``flip``. All on uint8, in the workers.
+    """
+
     dataset: ComponentConfig
     batch_size: int = 4
     eval_batch_size: int | None = None
     num_workers: int = 0
     val_fraction: float = 0.1
+    resize: list[int] | None = None
+    crop: Literal["center", "random"] = "center"
+    flip: bool = False
 
 
 @dataclass
@@ -243,6 +253,8 @@ def _check_positive(recipe: Recipe) -> None:
             rule = "must be in [0, 1)" if path == "data.val_fraction" else (
                 "must be >= 0" if path == "data.num_workers" else "must be positive")
             raise RecipeError(path, f"{rule}, got {value!r}")
+    if recipe.data.resize is not None and (len(recipe.data.resize) != 2 or min(recipe.data.resize) < 1):
+        raise RecipeError("data.resize", f"must be [height, width] of positive ints, got {recipe.data.resize!r}")
     for key in ("count", "stride"):
         value = getattr(recipe.model.clips, key)
         if value is not None and value < 1:
@@ -370,7 +382,7 @@ def _component(cls: type, value: Any, path: str, default_name: str | None = None
     if not isinstance(name, str) or not name:
         raise RecipeError(_join(path, "name"), "missing required field (the registered component name)")
     if cls is HeadConfig:
-        weight = args.pop("weight", 1.0)
+        weight = coerce(args.pop("weight", 1.0), float)
         if not matches_type(weight, float):
             raise RecipeError(_join(path, "weight"), f"expected float, got {weight!r}")
         return HeadConfig(name=name, args=args, weight=float(weight))

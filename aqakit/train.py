@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import aqakit
 from aqakit import checkpoint, distributed
-from aqakit.data import build_dataset, check_keys, make_loader, resolve_splits, to_device
+from aqakit.data import build_dataset, check_keys, make_loader, resolve_splits, to_device, video_transform
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, evaluate, resolve_amp
 from aqakit.model import AQAModel, build_model
@@ -71,6 +71,9 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> torch.o
     return main
 
 
+LOWER_IS_BETTER = ("loss", ".l2", ".r_l2")
+
+
 def selection(recipe: Recipe, model: AQAModel) -> tuple[str, str]:
     """(metric, 'max'|'min') that picks best.pt: the recipe's, or the first head's primary metric."""
     metric, mode = recipe.train.select.metric, recipe.train.select.mode
@@ -79,7 +82,7 @@ def selection(recipe: Recipe, model: AQAModel) -> tuple[str, str]:
         metric = f"{head_id}.{head.primary_metric}" if head.primary_metric else "loss"
         if mode is None:
             mode = "max" if head.primary_metric and head.higher_is_better else "min"
-    return metric, mode or ("min" if metric.endswith("loss") else "max")
+    return metric, mode or ("min" if metric.endswith(LOWER_IS_BETTER) else "max")
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -107,9 +110,11 @@ def train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None = None, r
     """Train ``recipe``; return the summary written to ``run_dir/summary.json``."""
     device = pick_device(recipe.train.device)
     dist = distributed.init(device.type)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(recipe, plugins, run_dir, resume, dist)
     finally:
+        torch.use_deterministic_algorithms(was_deterministic)
         distributed.shutdown(dist)
 
 
@@ -168,14 +173,17 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         checkpoint.atomic_write_text(run / "recipe.yaml", dump_yaml(recipe))
         checkpoint.atomic_write_json(run / "splits.json", splits.record)
         # metrics.jsonl always matches the checkpoint it continues from
-        checkpoint.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        checkpoint.atomic_write_text(run / "metrics.jsonl", "".join(checkpoint.to_json(h) + "\n" for h in history))
     net = DistributedDataParallel(model) if dist.enabled else model
     eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
+
+    frame_size = model.backbone.spec.frame_size
 
     def loader(split: str, epoch: int, shuffle: bool):
         return make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
                            num_workers=recipe.data.num_workers, shuffle=shuffle, seed=recipe.seed, epoch=epoch,
-                           dist=dist, pin_memory=device.type == "cuda")
+                           dist=dist, transform=video_transform(recipe, frame_size, augment=shuffle),
+                           pin_memory=device.type == "cuda")
 
     def snapshot(epoch: int) -> dict[str, Any]:
         return {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -217,7 +225,9 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
             for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
-        train_metrics = {k: v / seen for k, v in sums.items()}
+        gathered = distributed.all_gather_objects(dist, (sums, seen))  # average over every rank's samples
+        seen = sum(n for _, n in gathered)
+        train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
         train_metrics["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
@@ -240,16 +250,17 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
                 checkpoint.save(best_path, snapshot(epoch + 1))
             checkpoint.save(last_path, snapshot(epoch + 1))
             with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.writelines(json.dumps(e) + "\n" for e in entries)
+                f.writelines(checkpoint.to_json(e) + "\n" for e in entries)
         distributed.barrier(dist)
         _log(dist, f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f}  "
                    f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
                    f"({time.time() - t0:.1f}s)")
 
     # -- final evaluation: last epoch and best-on-val, on val and test -------------------------------
+    fingerprints = distributed.all_gather_objects(dist, distributed.parameter_fingerprint(model))
     summary = _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best,
                                 best_path, metric_name, mode)
-    summary["weights_fingerprint"] = distributed.all_gather_objects(dist, distributed.parameter_fingerprint(model))
+    summary["weights_fingerprint"] = fingerprints  # last-epoch weights of every rank: equal under DDP
     summary["run_dir"] = str(run)
     if dist.is_main:
         checkpoint.atomic_write_json(run / "summary.json", summary)
@@ -273,7 +284,7 @@ def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, hi
     return {
         "recipe": recipe.name,
         "epochs": epochs,
-        "selection": {"metric": metric_name, "mode": mode, "split": "val"},
+        "selection": {"metric": metric_name, "mode": mode, "split": "val" if "val" in splits.sets else None},
         "best_epoch": best["epoch"],
         "val": best_val,
         "test": best_test,

@@ -142,3 +142,24 @@ def test_cli_plugins_json_lists_toy_and_broken_and_selection_hides_both():
     hidden = run_aqakit("plugins", "--json", env={"AQAKIT_LOAD_PLUGINS": ""})
     assert hidden.returncode == 0 and hidden.stderr == ""
     assert {r["distribution"] for r in json.loads(hidden.stdout)} == {"aqakit"}
+
+
+class BadSignature:
+    @aqakit.hookimpl
+    def register_heads(self, reg):  # pluggy: 'reg' is not an argument of the hook
+        reg("x", lambda: None)
+
+
+def test_hook_with_misnamed_parameters_is_a_listed_failure(aqakit_plugins, register_plugin):
+    aqakit_plugins.strict = False
+    record = register_plugin(BadSignature(), distribution="sig-dist", name="sig")
+    assert record.errors and "invalid hook implementation" in record.errors[0] and "reg" in record.errors[0]
+
+
+@needs_toy
+def test_selection_uses_canonical_names_and_warns_about_unknown_ones(monkeypatch, capsys):
+    monkeypatch.setenv("AQAKIT_LOAD_PLUGINS", "AQAKIT_plugin_toy, aqakit-plugin-nope")
+    plugins = Plugins().load()
+    assert plugins.registry.get("backbone", "tiny3d")
+    err = capsys.readouterr().err
+    assert "AQAKIT_LOAD_PLUGINS names aqakit-plugin-nope, which no installed distribution provides" in err

@@ -62,7 +62,7 @@ class RandomVideo(Dataset):
     def splits(self) -> tuple[str, ...]:
         return tuple(self._splits)
 
-    def split(self, name: str) -> torch.utils.data.Dataset:
+    def split(self, name: str, augment: bool = False) -> torch.utils.data.Dataset:
         return self._splits[name]
 
 

@@ -1,0 +1,430 @@
+"""Video input: decode windows of frames from video files or frame folders, and uint8 transforms.
+
+Every video here is a uint8 tensor ``C x T x H x W`` (C = 3, RGB). A *frame folder* is a directory
+of image files (``000001.jpg``, ...) sorted by name, the first being frame 0. Decoding seeks to the
+keyframe before the first wanted frame and stops after the last one, so reading a short window of a
+long video costs about one GOP, not the whole file. Bad input raises :class:`AqakitError` with one
+line that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, encode_jpeg
+
+from aqakit.errors import AqakitError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+_decoded = 0  # frames decoded by PyAV in this process (see decoded_frames)
+
+
+def decoded_frames() -> int:
+    """How many video frames PyAV has decoded in this process so far (for tests and benchmarks)."""
+    return _decoded
+
+
+def _reason(exc: BaseException) -> str:
+    """A short one-line description of a library exception."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- kinds of input
+
+
+def is_video_file(path: str | os.PathLike[str]) -> bool:
+    """True for an existing file with a video suffix (``VIDEO_SUFFIXES``, any case)."""
+    p = Path(path)
+    return p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+
+
+def is_frame_folder(path: str | os.PathLike[str]) -> bool:
+    """True for a directory holding at least one frame image (``FRAME_SUFFIXES``)."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    with os.scandir(p) as entries:
+        return any(e.name.lower().endswith(FRAME_SUFFIXES) and e.is_file() for e in entries)
+
+
+def _require_exists(path: Path) -> None:
+    if not path.exists():
+        raise AqakitError(f"{path}: no such video file or frame folder")
+
+
+# --------------------------------------------------------------------------- frame folders
+
+
+@lru_cache(maxsize=4096)
+def _listing(folder: str) -> tuple[Path, ...]:
+    """Sorted frame files of one folder; raises (and so caches nothing) when there are none."""
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.lower().endswith(FRAME_SUFFIXES) and e.is_file())
+    except OSError as exc:
+        raise AqakitError(f"{folder}: cannot list frame folder ({_reason(exc)})") from None
+    if not names:
+        raise AqakitError(f"{folder}: frame folder holds no frame images ({', '.join(FRAME_SUFFIXES)})")
+    base = Path(folder)
+    return tuple(base / n for n in names)
+
+
+def list_frames(folder: Path) -> list[Path]:
+    """Frame files of ``folder`` sorted by name (index 0 = first name); cached per folder.
+
+    The listing is cached for the life of the process (folders are assumed not to change);
+    :func:`write_frames` clears the cache. An empty or missing folder raises :class:`AqakitError`.
+    """
+    folder = Path(folder)
+    _require_exists(folder)
+    if not folder.is_dir():
+        raise AqakitError(f"{folder}: not a frame folder")
+    return list(_listing(str(folder)))
+
+
+def _read_image(file: Path) -> torch.Tensor:
+    """Decode one frame image to uint8 ``3 x H x W`` RGB."""
+    try:
+        data = torch.frombuffer(bytearray(file.read_bytes()), dtype=torch.uint8)
+    except OSError as exc:
+        raise AqakitError(f"{file}: cannot read frame image ({_reason(exc)})") from None
+    if data.numel() == 0:
+        raise AqakitError(f"{file}: empty frame image")
+    try:
+        if file.suffix.lower() in (".jpg", ".jpeg"):
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as exc:
+        raise AqakitError(f"{file}: corrupt or unreadable frame image ({_reason(exc)})") from None
+
+
+def _read_folder(folder: Path, indices: Sequence[int]) -> torch.Tensor:
+    files = list_frames(folder)
+    _check_indices(folder, indices, len(files))
+    images = {i: _read_image(files[i]) for i in dict.fromkeys(indices)}
+    sizes = {tuple(im.shape) for im in images.values()}
+    if len(sizes) > 1:
+        raise AqakitError(f"{folder}: frame images differ in size ({', '.join(sorted(map(str, sizes)))})")
+    return torch.stack([images[i] for i in indices], dim=1)
+
+
+# --------------------------------------------------------------------------- video files
+
+
+def _open(path: Path) -> Any:
+    """Open a video container, or raise a one-line error naming the file."""
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AqakitError(f"{path}: not a readable video ({_reason(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise AqakitError(f"{path}: not a readable video (no video stream)")
+    return container
+
+
+def _fps(stream: Any) -> Fraction | None:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(rate) if rate else None
+
+
+def _demux_count(container: Any, stream: Any, path: Path) -> int:
+    """Count frames by demuxing packets (no decoding)."""
+    try:
+        return sum(1 for p in container.demux(stream) if p.size > 0)
+    except av.FFmpegError as exc:
+        raise AqakitError(f"{path}: cannot read video packets ({_reason(exc)})") from None
+
+
+@lru_cache(maxsize=65536)
+def _video_meta(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """Frame count, fps and size of a video file; cached by path, mtime and size."""
+    p = Path(path)
+    with _open(p) as container:
+        stream = container.streams.video[0]
+        frames = stream.frames if stream.frames and stream.frames > 0 else _demux_count(container, stream, p)
+        fps = _fps(stream)
+        meta = {"frames": int(frames), "fps": float(fps) if fps else None,
+                "width": stream.codec_context.width, "height": stream.codec_context.height}
+    if meta["frames"] <= 0:
+        raise AqakitError(f"{p}: video has no frames")
+    return meta
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    _require_exists(path)
+    if path.is_dir():
+        raise AqakitError(f"{path}: folder holds no frame images")
+    st = path.stat()
+    return _video_meta(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _decode(container: Any, stream: Any, path: Path) -> Iterator[Any]:
+    """Decoded frames of ``stream``; counts them and turns decoder errors into one-line errors."""
+    global _decoded
+    try:
+        for frame in container.decode(stream):
+            _decoded += 1
+            yield frame
+    except av.FFmpegError as exc:
+        raise AqakitError(f"{path}: video is corrupt or truncated ({_reason(exc)})") from None
+
+
+def _window_by_pts(path: Path, wanted: list[int]) -> dict[int, np.ndarray] | None:
+    """Seek to the keyframe before ``wanted[0]`` and decode forward, indexing frames by pts.
+
+    Returns ``None`` when pts cannot be trusted (missing, or the seek landed past the first wanted
+    frame), so the caller falls back to counting frames from the start.
+    """
+    first, last, keep = wanted[0], wanted[-1], set(wanted)
+    got: dict[int, np.ndarray] = {}
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        tb, fps = stream.time_base, _fps(stream)
+        if not tb or not fps:
+            return None
+        start = stream.start_time or 0
+        if first > 0:
+            target = start + int(Fraction(first) / (fps * tb))
+            try:
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                return None
+        seen_first = False
+        for frame in _decode(container, stream, path):
+            if frame.pts is None:
+                return None
+            idx = round((frame.pts - start) * tb * fps)
+            if not seen_first:
+                if idx > first:
+                    return None
+                seen_first = True
+            if idx in keep and idx not in got:
+                got[idx] = frame.to_ndarray(format="rgb24")
+            if idx >= last:
+                break
+    return got
+
+
+def _window_by_count(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
+    """Decode from the start, numbering frames in decode order (slow, exact fallback)."""
+    last, keep = wanted[-1], set(wanted)
+    got: dict[int, np.ndarray] = {}
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        for idx, frame in enumerate(_decode(container, stream, path)):
+            if idx in keep:
+                got[idx] = frame.to_ndarray(format="rgb24")
+            if idx >= last:
+                break
+    return got
+
+
+def _read_video(path: Path, indices: Sequence[int]) -> torch.Tensor:
+    meta = _meta(path)
+    _check_indices(path, indices, meta["frames"])
+    wanted = sorted(set(indices))
+    got = _window_by_pts(path, wanted)
+    if got is None or len(got) < len(wanted):
+        got = _window_by_count(path, wanted)
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise AqakitError(
+            f"{path}: video ended before frame {missing[0]} although it claims {meta['frames']} frames "
+            "(truncated or corrupt file?)"
+        )
+    shapes = {a.shape for a in got.values()}
+    if len(shapes) > 1:
+        raise AqakitError(f"{path}: decoded frames differ in size")
+    array = np.stack([got[i] for i in indices])  # T x H x W x C
+    return torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- public readers
+
+
+def _check_indices(path: Path, indices: Sequence[int], count: int) -> None:
+    if len(indices) == 0:
+        raise AqakitError(f"{path}: no frame indices requested")
+    for i in indices:
+        if not 0 <= int(i) < count:
+            raise AqakitError(f"{path}: frame index {int(i)} out of range (video has {count} frames)")
+
+
+def count_frames(path: Path) -> int:
+    """Number of frames of a video file (stream count, else packets demuxed) or frame folder."""
+    path = Path(path)
+    _require_exists(path)
+    if path.is_dir():
+        return len(list_frames(path))
+    return _meta(path)["frames"]
+
+
+def video_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``frames``, ``fps`` (``None`` for folders), ``width`` and ``height`` of a video or frame folder."""
+    path = Path(path)
+    _require_exists(path)
+    if path.is_dir():
+        files = list_frames(path)
+        _, h, w = _read_image(files[0]).shape
+        return {"frames": len(files), "fps": None, "width": int(w), "height": int(h)}
+    return dict(_meta(path))
+
+
+def read_frames(path: Path, indices: Sequence[int]) -> torch.Tensor:
+    """Frames ``indices`` (any order, repeats allowed) as uint8 ``3 x T x H x W`` RGB.
+
+    Each distinct frame is decoded once; a video is decoded only from the keyframe before the
+    first wanted frame up to the last one.
+    """
+    path = Path(path)
+    _require_exists(path)
+    indices = [int(i) for i in indices]
+    if path.is_dir():
+        return _read_folder(path, indices)
+    return _read_video(path, indices)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _check_video(video: torch.Tensor, channels: tuple[int, ...] = (3,)) -> None:
+    if not isinstance(video, torch.Tensor) or video.dtype != torch.uint8 or video.dim() != 4:
+        raise AqakitError("video must be a uint8 tensor C x T x H x W")
+    if video.shape[0] not in channels or video.shape[1] == 0:
+        raise AqakitError(f"video must have {channels} channels and at least one frame, got {tuple(video.shape)}")
+
+
+def write_video(path: str | os.PathLike[str], video: torch.Tensor, fps: float = 25.0) -> Path:
+    """Encode uint8 ``3 x T x H x W`` as an h264/yuv420p mp4; odd sizes are padded to even by
+    repeating the last row/column. The index is at the front (faststart)."""
+    _check_video(video)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = video.permute(1, 2, 3, 0)  # T x H x W x C
+    if frames.shape[1] % 2:
+        frames = torch.cat([frames, frames[:, -1:]], dim=1)
+    if frames.shape[2] % 2:
+        frames = torch.cat([frames, frames[:, :, -1:]], dim=2)
+    rate = Fraction(fps).limit_denominator(100_000)
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for array in frames.numpy():
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def write_frames(folder: str | os.PathLike[str], video: torch.Tensor, start_number: int = 1,
+                 quality: int = 90) -> list[Path]:
+    """Write ``video`` as JPEGs ``000001.jpg``, ... (numbered from ``start_number``) into ``folder``."""
+    _check_video(video, channels=(1, 3))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for t in range(video.shape[1]):
+        file = folder / f"{start_number + t:06d}.jpg"
+        file.write_bytes(encode_jpeg(video[:, t].contiguous(), quality=quality).numpy().tobytes())
+        files.append(file)
+    _listing.cache_clear()
+    return files
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def _size(size: Any, what: str) -> tuple[int, int]:
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise AqakitError(f"{what} must be two positive integers (height, width), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (antialiased) resize of uint8 ``C x T x H x W`` to ``size`` = (h, w)."""
+    h, w = _size(size, "resize")
+    if tuple(video.shape[-2:]) == (h, w):
+        return video
+    x = video.permute(1, 0, 2, 3).float()  # T x C x H x W
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3).contiguous()
+
+
+def _crop_at(video: torch.Tensor, size: tuple[int, int], top: int, left: int) -> torch.Tensor:
+    h, w = size
+    return video[..., top:top + h, left:left + w]
+
+
+def _check_crop(video: torch.Tensor, size: Any) -> tuple[int, int]:
+    h, w = _size(size, "crop")
+    H, W = video.shape[-2:]
+    if h > H or w > W:
+        raise AqakitError(f"crop {h}x{w} is larger than the frame {H}x{W} (height x width)")
+    return h, w
+
+
+def center_crop(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central ``size`` = (h, w) region; offsets are floor((H - h) / 2), floor((W - w) / 2)."""
+    h, w = _check_crop(video, size)
+    H, W = video.shape[-2:]
+    return _crop_at(video, (h, w), (H - h) // 2, (W - w) // 2)
+
+
+def random_crop(video: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """A ``size`` = (h, w) region at an offset drawn from ``generator`` (same for all frames)."""
+    h, w = _check_crop(video, size)
+    H, W = video.shape[-2:]
+    top = int(torch.randint(0, H - h + 1, (1,), generator=generator))
+    left = int(torch.randint(0, W - w + 1, (1,), generator=generator))
+    return _crop_at(video, (h, w), top, left)
+
+
+def hflip(video: torch.Tensor) -> torch.Tensor:
+    """Mirror every frame left-right."""
+    return video.flip(-1)
+
+
+@dataclass(frozen=True)
+class VideoTransform:
+    """Resize, then crop (random when ``random_crop`` and a generator is given, else centre), then
+    flip with probability 0.5 (when ``flip`` and a generator is given). No generator = deterministic."""
+
+    resize: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
+    random_crop: bool = False
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _size(value, name))
+
+    def __call__(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.resize is not None:
+            video = resize(video, self.resize)
+        if self.crop is not None:
+            if self.random_crop and generator is not None:
+                video = random_crop(video, self.crop, generator)
+            else:
+                video = center_crop(video, self.crop)
+        if self.flip and generator is not None and float(torch.rand((), generator=generator)) < 0.5:
+            video = hflip(video)
+        return video
