@@ -125,6 +125,28 @@ def eval_cmd(checkpoint_path: str, split: str, as_json: bool) -> None:
             click.echo(f"{k:<28} {v:.6g}")
 
 
+@cli.group("synth")
+def synth_group() -> None:
+    """Render synthetic datasets with known ground truth (sports add their own subcommands)."""
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Inspect datasets."""
+
+
+@data_group.command("info")
+@click.option("--dataset", "name", required=True, help="Registered dataset name (see 'aqakit ls dataset').")
+@click.argument("args", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
+    """Counts per split, label distributions, missing or unreadable samples (ARGS: key=value)."""
+    from aqakit.data_info import dataset_info, format_info
+
+    info = dataset_info(name, args, _plugins().registry)
+    click.echo(to_json(info, indent=2) if as_json else format_info(info))
+
+
 def _add_plugin_commands(group: click.Group) -> None:
     plugins = _plugins()
     for impl in plugins.pm.hook.register_commands.get_hookimpls():

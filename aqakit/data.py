@@ -120,6 +120,15 @@ def resolve_splits(dataset: Dataset, val_fraction: float, seed: int) -> Splits:
     return Splits(sets, record)
 
 
+def training_labels(dataset: Dataset, splits: Splits) -> list[dict[str, Any]]:
+    """Labels (no video) of the samples the model trains on: the carved-off val part excluded."""
+    labels = dataset.labels("train")
+    carved = splits.record.get("val", {})
+    if "train_indices" in carved:
+        return [labels[i] for i in carved["train_indices"]]
+    return labels
+
+
 def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)

@@ -95,8 +95,9 @@ def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
     splits = resolve_splits(build_dataset(recipe, plugins.registry), recipe.data.val_fraction, recipe.seed)
     if split not in splits.sets:
         raise AqakitError(f"this run has no '{split}' split (it has: {', '.join(splits.sets)})")
-    model = build_model(recipe, plugins.registry).to(device)
-    model.load_state_dict(state["model"])
+    model = build_model(recipe, plugins.registry)
+    model.restore_heads(state.get("head_state", {}))
+    model.to(device).load_state_dict(state["model"])
     loader = make_loader(splits.sets[split], batch_size=recipe.data.eval_batch_size or recipe.data.batch_size,
                          num_workers=recipe.data.num_workers, shuffle=False, seed=recipe.seed, epoch=0,
                          dist=DistInfo(), transform=video_transform(recipe, model.backbone.spec.frame_size, False))

@@ -97,6 +97,18 @@ class TaskHead(nn.Module, ABC):
         """Per-sample tensors (first dim = batch) kept on CPU for :meth:`metrics`."""
         ...
 
+    def fit(self, labels: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Learn data-derived state (class names, a tokenizer, ...) from the training split's labels.
+
+        Called once before training, before the optimizer exists, so modules created here train.
+        Return that state as plain data (str/int/float/list/dict/tensors): it is stored in the
+        checkpoint and handed to :meth:`restore` whenever the model is rebuilt without the dataset.
+        """
+        return None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Rebuild what :meth:`fit` learned from its returned state (before weights are loaded)."""
+
     def example_batch(self, batch_size: int) -> Batch:
         """Small valid targets for the contract checks; override for keys other than score-like floats."""
         g = torch.Generator().manual_seed(0)

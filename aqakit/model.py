@@ -53,6 +53,14 @@ class AQAModel(nn.Module):
         rep = self.represent(batch["video"])
         return {head_id: head(rep) for head_id, head in self.heads.items()}
 
+    def fit_heads(self, labels: list[dict[str, Any]]) -> dict[str, Any]:
+        """Let each head learn its data-derived state from training labels; returns it per head."""
+        return {h: state for h, head in self.heads.items() if (state := head.fit(labels)) is not None}
+
+    def restore_heads(self, states: dict[str, Any]) -> None:
+        for head_id, state in states.items():
+            self.heads[head_id].restore(state)
+
     def loss(self, outputs: dict[str, Any], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss = sum of weight x head loss, and each head's loss."""
         parts = {head_id: head.loss(outputs[head_id], batch) for head_id, head in self.heads.items()}

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 import aqakit
 from aqakit import checkpoint, distributed
-from aqakit.data import build_dataset, check_keys, make_loader, resolve_splits, to_device, video_transform
+from aqakit.data import (build_dataset, check_keys, make_loader, resolve_splits, to_device, training_labels,
+                         video_transform)
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, evaluate, resolve_amp
 from aqakit.model import AQAModel, build_model
@@ -147,7 +148,13 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     dataset = build_dataset(recipe, registry)
     check_keys(recipe, registry, dataset)
     splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed)
-    model = build_model(recipe, registry).to(device)
+    model = build_model(recipe, registry)
+    if state is not None:
+        head_state = state.get("head_state", {})
+        model.restore_heads(head_state)
+    else:
+        head_state = model.fit_heads(training_labels(dataset, splits))
+    model.to(device)
     optimizer = build_optimizer(recipe, model)
     scheduler = build_scheduler(recipe, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -189,7 +196,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         return {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                 "history": history, "best": best, "selection": {"metric": metric_name, "mode": mode},
-                "components": components, "aqakit_version": aqakit.__version__}
+                "components": components, "head_state": head_state, "aqakit_version": aqakit.__version__}
 
     # -- epochs ------------------------------------------------------------------------------------
     epochs, accum = recipe.train.epochs, recipe.train.grad_accum

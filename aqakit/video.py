@@ -384,7 +384,7 @@ def center_crop(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The central ``size`` = (h, w) region; offsets are floor((H - h) / 2), floor((W - w) / 2)."""
     h, w = _check_crop(video, size)
     H, W = video.shape[-2:]
-    return _crop_at(video, (h, w), (H - h) // 2, (W - w) // 2)
+    return _crop_at(video, (h, w), 0, 0)
 
 
 def random_crop(video: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,90 @@
+"""Bundled diving plugin: the MTL-AQA dataset (real release or rendered twin) and ``aqakit synth diving``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+import aqakit
+from aqakit_diving.dataset import MTLAQA
+
+RENDER_VERSION = 1  # bump when the renderer's output changes, so cached datasets are re-rendered
+
+
+def cache_dir() -> Path:
+    """``$AQAKIT_CACHE`` or ``~/.cache/aqakit``: where generated datasets live."""
+    return Path(os.environ.get("AQAKIT_CACHE") or Path.home() / ".cache" / "aqakit").expanduser()
+
+
+def ensure_rendered(n: int, seed: int, size: int, frames: int, events: int) -> Path:
+    """Render the synthetic diving set once into the cache (atomically: temp folder + rename)."""
+    target = cache_dir() / "diving_synth" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}-e{events}"
+    if (target / "final_annotations_dict.pkl").exists():
+        return target
+    from aqakit_diving.synth import synthesize
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        synthesize(tmp, n=n, seed=seed, size=size, frames=frames, events=events)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process (e.g. a DDP rank) finished first
+            if not (target / "final_annotations_dict.pkl").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class DivingSynth(MTLAQA):
+    """Rendered dives in the MTL-AQA layout, generated on first use into the cache (the embedded default).
+
+    ``n`` dives over ``events`` events at ``size`` x ``size`` pixels with ``render_frames`` frames each;
+    the remaining arguments are those of ``mtl_aqa`` (the window defaults to all rendered frames).
+    """
+
+    def __init__(self, n: int = 300, seed: int = 0, size: int = 64, render_frames: int = 48, events: int = 4,
+                 frames: int | None = None, window: str = "end", jitter: int = 2, short: str = "pad") -> None:
+        root = ensure_rendered(n, seed, size, render_frames, events)
+        super().__init__(str(root), frames=frames or render_frames, window=window, jitter=jitter, short=short)
+
+
+@aqakit.hookimpl
+def register_datasets(register):
+    register("mtl_aqa", MTLAQA)
+    register("diving_synth", DivingSynth)
+
+
+@aqakit.hookimpl
+def register_commands(cli):
+    synth_group = cli.commands["synth"]
+
+    @synth_group.command("diving")
+    @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write (release layout).")
+    @click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of dives.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--size", type=click.IntRange(min=16), default=112, show_default=True, help="Frame size in pixels.")
+    @click.option("--frames", type=click.IntRange(min=8), default=103, show_default=True, help="Frames per dive.")
+    @click.option("--events", type=click.IntRange(min=1), default=4, show_default=True,
+                  help="Events (videos) with their own camera, colours and light.")
+    @click.option("--twin", "twin", type=click.Path(file_okay=False, exists=True), default=None,
+                  help="Render one dive per key of a real MTL-AQA annotation folder, with its real labels.")
+    @click.option("--limit", type=click.IntRange(min=1), default=None, help="With --twin: render only this many keys.")
+    def synth_diving(out, n, seed, size, frames, events, twin, limit):
+        """Render dives with known ground truth in the MTL-AQA release layout."""
+        from aqakit.errors import AqakitError
+        from aqakit_diving.synth import synthesize, synthesize_twin
+
+        out_path = Path(out)
+        if out_path.exists() and any(out_path.iterdir()):
+            raise AqakitError(f"{out_path} is not empty; choose a new --out folder (nothing was overwritten)")
+        if twin:
+            result = synthesize_twin(Path(twin), out_path, limit=limit, seed=seed, size=size, frames=frames)
+        else:
+            result = synthesize(out_path, n=n, seed=seed, size=size, frames=frames, events=events)
+        click.echo(f"wrote {out_path}: {result}")

@@ -1,0 +1,177 @@
+"""The ``mtl_aqa`` dataset: the MTL-AQA release read exactly as FORMAT.md describes it.
+
+Reads the real release (and the UNLV-Dive and smaller-training-set variants) and the rendered twin
+that ``aqakit synth diving`` writes in the same layout. Frames come from
+``whole_videos_frames/NN/000001.jpg`` or, where no frame folder exists, ``whole_videos/NN.mp4``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from aqakit import video
+from aqakit.errors import AqakitError
+from aqakit.interfaces import Dataset
+from aqakit_diving import release
+from aqakit_diving.release import DIVE_CODE_FIELDS, Key
+
+LABEL_KEYS: tuple[str, ...] = ("score", "difficulty", *DIVE_CODE_FIELDS)
+
+
+class MTLAQA(Dataset):
+    """MTL-AQA diving (real release or rendered twin): score, difficulty, dive code, commentary.
+
+    ``root``: the folder with the frames/videos (and, unless ``annotations`` says otherwise, the pickles).
+    ``window``: ``end`` = ``frames`` frames ending at end_frame (the paper: 103); ``span`` = ``frames``
+    frames spread evenly from start_frame to end_frame. ``jitter``: train-time shift of the window end
+    by up to +-jitter frames. ``short``: when a window reaches outside the video, ``pad`` repeats the
+    edge frames (with a warning) and ``refuse`` raises. ``allow_overlap`` permits train and test lists
+    that share keys (QUIRKS 13: that leaks test data; refused by default).
+    """
+
+    provides = (*LABEL_KEYS, "caption")
+
+    def __init__(self, root: str, annotations: str | None = None, split_variant: str = "0",
+                 train_list: str | None = None, test_list: str | None = None, frames: int = 103,
+                 window: Literal["end", "span"] = "end", jitter: int = 3,
+                 short: Literal["pad", "refuse"] = "pad", source: Literal["auto", "frames", "video"] = "auto",
+                 allow_overlap: bool = False) -> None:
+        self.root = Path(root).expanduser()
+        ann_dir = Path(annotations).expanduser() if annotations else self.root
+        if not ann_dir.is_dir():
+            raise AqakitError(f"dataset folder not found: {ann_dir}")
+        if frames < 1 or jitter < 0:
+            raise AqakitError(f"mtl_aqa: frames must be >= 1 and jitter >= 0 (got frames={frames}, jitter={jitter})")
+        self.frames, self.window, self.jitter, self.short, self.source = frames, window, jitter, short, source
+        self.annotations = release.load_annotations(ann_dir)
+        caption_path = ann_dir / release.CAPTIONS
+        self.captions = release.load_captions(ann_dir) if caption_path.exists() else None
+        self.lists: dict[str, list[Key]] = {}
+        self.list_paths: dict[str, Path] = {}
+        for name, given in (("train", train_list), ("test", test_list)):
+            path = Path(given).expanduser() if given else ann_dir / release.split_file(name, split_variant)
+            self.list_paths[name] = path
+            self.lists[name] = release.load_split(path)
+        self._check_consistency(ann_dir, allow_overlap)
+        self._warned: set[Key] = set()
+
+    # -- checks ----------------------------------------------------------------------------------
+    def _check_consistency(self, ann_dir: Path, allow_overlap: bool) -> None:
+        for name, keys in self.lists.items():
+            missing = [k for k in keys if k not in self.annotations]
+            if missing:
+                raise AqakitError(
+                    f"{self.list_paths[name]}: key {missing[0]} ({len(missing)} in all) has no annotation in "
+                    f"{ann_dir / release.ANNOTATIONS}")
+            if self.captions is not None:
+                uncaptioned = [k for k in keys if k not in self.captions]
+                if uncaptioned:
+                    raise AqakitError(f"{ann_dir / release.CAPTIONS}: no caption for key {uncaptioned[0]} "
+                                      f"of {self.list_paths[name].name} ({len(uncaptioned)} in all)")
+        shared = set(self.lists["train"]) & set(self.lists["test"])
+        if shared and not allow_overlap:
+            raise AqakitError(
+                f"{self.list_paths['train'].name} and {self.list_paths['test'].name} share {len(shared)} keys: "
+                "test data would leak into training (QUIRKS 13); pass allow_overlap=true to use them anyway")
+        if self.captions is not None and (ann_dir / release.VOCAB).exists():
+            vocab = release.load_vocab(ann_dir)["word_to_ix"]
+            used = {w for k in self.lists["train"] + self.lists["test"] for w in self.captions[k]}
+            unknown = sorted(used - set(vocab))
+            if unknown:
+                raise AqakitError(f"{ann_dir / release.VOCAB} disagrees with the captions: {len(unknown)} caption "
+                                  f"word(s) missing from it, e.g. {unknown[0]!r}")
+
+    # -- the Dataset interface -----------------------------------------------------------------------
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test")
+
+    def split(self, name: str, augment: bool = False) -> torch.utils.data.Dataset:
+        if name not in self.lists:
+            raise AqakitError(f"mtl_aqa has no split '{name}' (it has: train, test)")
+        return DiveSplit(self, self.lists[name], augment)
+
+    def labels(self, split: str) -> list[dict[str, Any]]:
+        return [{**self.label(k), "length": self.annotations[k]["end_frame"] - self.annotations[k]["start_frame"] + 1,
+                 "key": key_name(k)} for k in self.lists[split]]
+
+    def problems(self, split: str) -> list[str]:
+        out = []
+        for key in self.lists[split]:
+            try:
+                first, last = min(self.indices(key, 0)), max(self.indices(key, 0))
+                path = self.source_path(key)
+                count = video.count_frames(path)
+                if last >= count or first < 0:
+                    out.append(f"{key_name(key)}: window frames {first + 1}..{last + 1} outside {path} ({count} frames)")
+            except AqakitError as exc:
+                out.append(str(exc) if str(exc).startswith("dive ") else f"{key_name(key)}: {exc}")
+        return out
+
+    # -- samples -----------------------------------------------------------------------------------
+    def label(self, key: Key) -> dict[str, Any]:
+        ann = self.annotations[key]
+        out: dict[str, Any] = {"score": float(ann["final_score"]), "difficulty": float(ann["difficulty"])}
+        out.update({f: int(ann[f]) for f in DIVE_CODE_FIELDS})
+        if self.captions is not None:
+            tokens = [t for t in self.captions[key] if t not in ("<sos>", "<eos>")]
+            out["caption"] = " ".join(tokens)
+        return out
+
+    def source_path(self, key: Key) -> Path:
+        folder, file = release.frames_folder(self.root, key[0]), release.video_file(self.root, key[0])
+        if self.source in ("auto", "frames") and folder.is_dir():
+            return folder
+        if self.source in ("auto", "video") and file.is_file():
+            return file
+        wanted = {"auto": f"{folder} or {file}", "frames": str(folder), "video": str(file)}[self.source]
+        raise AqakitError(f"dive {key_name(key)}: no frames or video found at {wanted}")
+
+    def indices(self, key: Key, shift: int) -> list[int]:
+        """0-based frame list indices of the sample window (file number = index + 1)."""
+        ann = self.annotations[key]
+        end = int(ann["end_frame"]) + shift  # file number of the last frame
+        if self.window == "end":
+            return list(range(end - self.frames, end))
+        start = int(ann["start_frame"]) + shift
+        if self.frames == 1:
+            return [(start + end) // 2 - 1]
+        return [round(start - 1 + i * (end - start) / (self.frames - 1)) for i in range(self.frames)]
+
+    def load_video(self, key: Key, shift: int) -> torch.Tensor:
+        path = self.source_path(key)
+        wanted = self.indices(key, shift)
+        count = video.count_frames(path)
+        clamped = [min(max(i, 0), count - 1) for i in wanted]
+        if clamped != wanted:
+            message = (f"dive {key_name(key)}: window frames {wanted[0] + 1}..{wanted[-1] + 1} reach outside "
+                       f"{path} ({count} frames)")
+            if self.short == "refuse":
+                raise AqakitError(message + "; set short=pad to repeat the edge frames")
+            if key not in self._warned:
+                self._warned.add(key)
+                print(f"aqakit: warning: {message}; repeating edge frames", file=sys.stderr)
+        return video.read_frames(path, clamped)
+
+
+class DiveSplit(torch.utils.data.Dataset):
+    """One split's dives; train-time temporal jitter draws from torch's global RNG."""
+
+    def __init__(self, owner: MTLAQA, keys: list[Key], augment: bool) -> None:
+        self.owner, self.keys, self.augment = owner, keys, augment
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        key = self.keys[i]
+        jitter = self.owner.jitter if self.augment else 0
+        shift = int(torch.randint(-jitter, jitter + 1, ())) if jitter else 0
+        return {"video": self.owner.load_video(key, shift), **self.owner.label(key), "key": key_name(key)}
+
+
+def key_name(key: Key) -> str:
+    return f"{key[0]:02d}-{key[1]:03d}"
