@@ -166,8 +166,6 @@ def _video_meta(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
 
 def _meta(path: Path) -> dict[str, Any]:
     _require_exists(path)
-    if path.is_dir():
-        raise AqakitError(f"{path}: folder holds no frame images")
     st = path.stat()
     return _video_meta(str(path), st.st_mtime_ns, st.st_size)
 
@@ -305,7 +303,8 @@ def _check_video(video: torch.Tensor, channels: tuple[int, ...] = (3,)) -> None:
     if not isinstance(video, torch.Tensor) or video.dtype != torch.uint8 or video.dim() != 4:
         raise AqakitError("video must be a uint8 tensor C x T x H x W")
     if video.shape[0] not in channels or video.shape[1] == 0:
-        raise AqakitError(f"video must have {channels} channels and at least one frame, got {tuple(video.shape)}")
+        raise AqakitError(f"video must have {channels} channels and at least one frame, "
+                          f"got {tuple(video.shape)}")
 
 
 def write_video(path: str | os.PathLike[str], video: torch.Tensor, fps: float = 25.0) -> Path:
@@ -384,10 +383,11 @@ def center_crop(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The central ``size`` = (h, w) region; offsets are floor((H - h) / 2), floor((W - w) / 2)."""
     h, w = _check_crop(video, size)
     H, W = video.shape[-2:]
-    return _crop_at(video, (h, w), 0, 0)
+    return _crop_at(video, (h, w), (H - h) // 2, (W - w) // 2)
 
 
-def random_crop(video: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+def random_crop(video: torch.Tensor, size: tuple[int, int],
+                generator: torch.Generator) -> torch.Tensor:
     """A ``size`` = (h, w) region at an offset drawn from ``generator`` (same for all frames)."""
     h, w = _check_crop(video, size)
     H, W = video.shape[-2:]
