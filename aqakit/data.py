@@ -73,12 +73,12 @@ def build_dataset(recipe: Recipe, registry: Registry) -> Dataset:
     return dataset
 
 
-def check_keys(recipe: Recipe, registry: Registry, dataset: Dataset) -> None:
-    """Every head's required batch keys must be among the dataset's ``provides``."""
+def check_keys(recipe: Recipe, heads: dict[str, Any], dataset: Dataset) -> None:
+    """Every built head's required batch keys must be among the dataset's ``provides``."""
     provides = set(dataset.provides)
-    for head_id, cfg in recipe.model.heads.items():
-        requires = getattr(registry.get("head", cfg.name).factory, "requires", ())
-        missing = [k for k in requires if k not in provides]
+    for head_id, head in heads.items():
+        cfg = recipe.model.heads[head_id]
+        missing = [k for k in head.requires if k not in provides]
         if missing:
             raise AqakitError(
                 f"recipe field 'model.heads.{head_id}': head '{cfg.name}' needs {', '.join(map(repr, missing))} "

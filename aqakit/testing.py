@@ -9,8 +9,9 @@ Installed as a pytest plugin (entry point ``pytest11``), so in any package's tes
         register_plugin(my_plugin)
         check_component(aqakit_plugins.registry.get("backbone", "mine"))
 
-Components are built with their defaults plus the class attribute ``contract_kwargs`` (a dict) when
-they need arguments to be small or valid. Heads build their test targets with ``example_batch``.
+Components are built with their defaults plus the class attribute ``contract_kwargs`` (a dict, or
+a function returning one, e.g. to render a tiny dataset first) when they need arguments to be small
+or valid. Heads build their test targets with ``example_batch``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _kwargs(factory: Any, **injected: Any) -> dict[str, Any]:
 
     params = inspect.signature(factory).parameters
     base = {k: v for k, v in injected.items() if k in params}
-    return {**base, **dict(getattr(factory, "contract_kwargs", {}) or {})}
+    extra = getattr(factory, "contract_kwargs", None) or {}
+    return {**base, **dict(extra() if callable(extra) else extra)}
 
 
 def _assert_finite(name: str, tensor: Any) -> None:

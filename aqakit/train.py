@@ -146,9 +146,9 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     # -- data, model, optimisation -------------------------------------------------------------------
     seed_everything(recipe.seed)
     dataset = build_dataset(recipe, registry)
-    check_keys(recipe, registry, dataset)
     splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed)
     model = build_model(recipe, registry)
+    check_keys(recipe, dict(model.heads), dataset)
     if state is not None:
         head_state = state.get("head_state", {})
         model.restore_heads(head_state)

@@ -41,3 +41,10 @@ def run_aqakit(*args: str, env: dict[str, str] | None = None, cwd: Path | None =
 @pytest.fixture
 def toy_recipe() -> Path:
     return TOY_RECIPE
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Generated datasets go to a temporary cache, never the user's ~/.cache."""
+    os.environ["AQAKIT_CACHE"] = str(tmp_path_factory.mktemp("aqakit-cache"))
+    yield

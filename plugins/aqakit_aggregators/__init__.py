@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
 import aqakit
+from aqakit.errors import AqakitError
 from aqakit.interfaces import Aggregator, Representation
 
 
@@ -16,7 +20,8 @@ class AvgAggregator(Aggregator):
     The un-averaged per-clip features are kept as ``sequence`` for heads that read them.
     """
 
-    def __init__(self, in_dim: int, proj_dim: int = 0, dropout: float = 0.0) -> None:
+    def __init__(self, in_dim: int, proj_dim: int = 0, dropout: float = 0.0, init: str | None = None,
+                 init_key: str = "fc6") -> None:
         super().__init__()
         self.in_dim = in_dim
         self.seq_dim = in_dim
@@ -28,10 +33,33 @@ class AvgAggregator(Aggregator):
             else nn.Identity()
         )
         self.out_dim = proj_dim or in_dim
+        if init:
+            if not proj_dim:
+                raise AqakitError("avg: 'init' loads the shared layer, so set proj_dim too")
+            load_linear(self.proj[0], init, init_key)
 
     def forward(self, features: torch.Tensor) -> Representation:
         sequence = features.flatten(2)  # B x N x D
         return Representation(pooled=self.proj(sequence.mean(dim=1)), sequence=sequence)
+
+
+def load_linear(layer: nn.Linear, path: str, key: str) -> None:
+    """Initialise ``layer`` from ``<key>.weight`` / ``<key>.bias`` of a local state dict (e.g. C3D's fc6)."""
+    file = Path(path).expanduser()
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise AqakitError(f"weights file not found: {file}") from None
+    except Exception as exc:
+        raise AqakitError(f"{file}: not a loadable state dict ({type(exc).__name__})") from None
+    for param in ("weight", "bias"):
+        tensor = state.get(f"{key}.{param}") if isinstance(state, dict) else None
+        target = getattr(layer, param)
+        if tensor is None or tuple(tensor.shape) != tuple(target.shape):
+            got = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
+            raise AqakitError(f"{file}: '{key}.{param}' is {got}; the layer needs {tuple(target.shape)}")
+        target.data.copy_(tensor)
+    print(f"aqakit: avg: initialised the shared layer from {file.name}:{key}", file=sys.stderr)
 
 
 @aqakit.hookimpl

@@ -11,6 +11,8 @@ import click
 
 import aqakit
 from aqakit_diving.dataset import MTLAQA
+from aqakit_diving.release import CLASS_NAMES, NUM_CLASSES
+from aqakit_heads import ClassifyHead
 
 RENDER_VERSION = 1  # bump when the renderer's output changes, so cached datasets are re-rendered
 
@@ -48,10 +50,34 @@ class DivingSynth(MTLAQA):
     the remaining arguments are those of ``mtl_aqa`` (the window defaults to all rendered frames).
     """
 
+    contract_kwargs: dict = {"n": 8, "size": 32, "render_frames": 16, "events": 2}
+
     def __init__(self, n: int = 300, seed: int = 0, size: int = 64, render_frames: int = 48, events: int = 4,
                  frames: int | None = None, window: str = "end", jitter: int = 2, short: str = "pad") -> None:
         root = ensure_rendered(n, seed, size, render_frames, events)
         super().__init__(str(root), frames=frames or render_frames, window=window, jitter=jitter, short=short)
+
+
+class DiveCodeHead(ClassifyHead):
+    """The factorised dive code: position (3), armstand (2), rotation type (4), somersaults (10), twists (8)."""
+
+    contract_kwargs: dict = {}
+
+    def __init__(self, in_dim: int, dropout: float = 0.0) -> None:
+        super().__init__(in_dim, fields=dict(NUM_CLASSES), dropout=dropout, class_names=CLASS_NAMES)
+
+
+@aqakit.hookimpl
+def register_heads(register):
+    register("dive_code", DiveCodeHead)
+
+
+def _tiny_release() -> dict:
+    """Contract-test arguments for ``mtl_aqa``: a tiny rendered release in the cache."""
+    return {"root": str(ensure_rendered(8, 0, 32, 16, 2)), "frames": 16}
+
+
+MTLAQA.contract_kwargs = staticmethod(_tiny_release)
 
 
 @aqakit.hookimpl

@@ -35,11 +35,14 @@ class MTLAQA(Dataset):
 
     provides = (*LABEL_KEYS, "caption")
 
-    def __init__(self, root: str, annotations: str | None = None, split_variant: str = "0",
+    def __init__(self, root: str | None = None, annotations: str | None = None, split_variant: str = "0",
                  train_list: str | None = None, test_list: str | None = None, frames: int = 103,
                  window: Literal["end", "span"] = "end", jitter: int = 3,
                  short: Literal["pad", "refuse"] = "pad", source: Literal["auto", "frames", "video"] = "auto",
                  allow_overlap: bool = False) -> None:
+        if not root:
+            raise AqakitError("mtl_aqa needs its folder: set data.dataset.root=PATH (the folder holding "
+                              "whole_videos_frames/ or whole_videos/ and the annotation pickles)")
         self.root = Path(root).expanduser()
         ann_dir = Path(annotations).expanduser() if annotations else self.root
         if not ann_dir.is_dir():

@@ -54,6 +54,81 @@ class ScoreHead(TaskHead):
         }
 
 
+class ClassifyHead(TaskHead):
+    """Classify several categorical fields at once: one Linear per field, cross-entropy summed over fields.
+
+    ``fields``: field name -> number of classes; a count of 0 (or a field listed in ``fields`` as
+    ``null``) is taken from the training labels (max label + 1). Metrics: ``acc_<field>`` and
+    ``acc_mean``. Class names may be given per field (``class_names``) and travel in the checkpoint.
+    """
+
+    primary_metric = "acc_mean"
+    higher_is_better = True
+    contract_kwargs: dict = {"fields": {"a": 3, "b": 2}}
+
+    def __init__(self, in_dim: int, fields: dict[str, int | None], dropout: float = 0.0,
+                 class_names: dict[str, list[str]] | None = None) -> None:
+        super().__init__()
+        if not fields:
+            raise ValueError("fields must name at least one categorical field")
+        self.in_dim = in_dim
+        self.fields = {str(f): int(n or 0) for f, n in fields.items()}
+        self.class_names = dict(class_names or {})
+        self.requires = tuple(self.fields)
+        self.dropout = nn.Dropout(dropout)
+        self.fcs = nn.ModuleDict()
+        self._build()
+
+    def _build(self) -> None:
+        for field, count in self.fields.items():
+            if count > 0 and field not in self.fcs:
+                self.fcs[field] = nn.Linear(self.in_dim, count)
+
+    def fit(self, labels: list[dict]) -> dict:
+        for field, count in self.fields.items():
+            seen = [int(row[field]) for row in labels if field in row]
+            if count == 0:
+                if not seen:
+                    raise ValueError(f"no training labels for field '{field}' to count its classes")
+                self.fields[field] = max(seen) + 1
+            elif seen and max(seen) >= count:
+                raise ValueError(f"field '{field}' has label {max(seen)} but only {count} classes")
+        self._build()
+        return {"fields": dict(self.fields), "class_names": self.class_names}
+
+    def restore(self, state: dict) -> None:
+        self.fields = {str(f): int(n) for f, n in state["fields"].items()}
+        self.class_names = dict(state.get("class_names") or {})
+        self._build()
+
+    def forward(self, rep: Representation) -> dict[str, torch.Tensor]:
+        missing = [f for f in self.fields if f not in self.fcs]
+        if missing:
+            raise RuntimeError(f"class counts of {missing} come from data: call fit(labels) or restore(state) first")
+        x = self.dropout(rep.pooled.flatten(1))
+        return {field: fc(x) for field, fc in self.fcs.items()}
+
+    def loss(self, output: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        return sum(F.cross_entropy(logits.float(), batch[f].to(logits.device).long()) for f, logits in output.items())
+
+    def collect(self, output: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        out = {}
+        for field, logits in output.items():
+            out[f"pred_{field}"] = logits.detach().argmax(dim=1).cpu()
+            out[f"target_{field}"] = torch.as_tensor(batch[field]).long().cpu()
+        return out
+
+    def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, float]:
+        accs = {f"acc_{f}": metrics.accuracy(collected[f"pred_{f}"].numpy(), collected[f"target_{f}"].numpy())
+                for f in self.fields}
+        return {**accs, "acc_mean": float(sum(accs.values()) / len(accs))}
+
+    def example_batch(self, batch_size: int) -> Batch:
+        g = torch.Generator().manual_seed(0)
+        return {f: torch.randint(0, max(n, 1), (batch_size,), generator=g) for f, n in self.fields.items()}
+
+
 @aqakit.hookimpl
 def register_heads(register):
     register("score", ScoreHead)
+    register("classify", ClassifyHead)
