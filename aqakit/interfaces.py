@@ -85,15 +85,16 @@ class TaskHead(nn.Module, ABC):
     higher_is_better: ClassVar[bool] = True
 
     @abstractmethod
-    def forward(self, rep: Representation) -> torch.Tensor:
+    def forward(self, rep: Representation) -> Any:
+        """The head's output: a tensor or a dict of tensors, handed back to ``loss``/``collect``."""
         ...
 
     @abstractmethod
-    def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, output: Any, batch: Batch) -> torch.Tensor:
         ...
 
     @abstractmethod
-    def collect(self, output: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    def collect(self, output: Any, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-sample tensors (first dim = batch) kept on CPU for :meth:`metrics`."""
         ...
 

@@ -85,8 +85,12 @@ def build_model(recipe: Recipe, registry: Registry) -> AQAModel:
     comp = registry.get("aggregator", m.aggregator.name)
     aggregator = comp.factory(**_inject(comp.factory, m.aggregator.args, in_dim=backbone.spec.feature_dim))
     heads = {}
+    seq_dim = getattr(aggregator, "seq_dim", None)
     for head_id, cfg in m.heads.items():
         comp = registry.get("head", cfg.name)
-        heads[head_id] = comp.factory(**_inject(comp.factory, cfg.args, in_dim=aggregator.out_dim,
-                                                seq_dim=getattr(aggregator, "seq_dim", None)))
+        kwargs = _inject(comp.factory, cfg.args, in_dim=aggregator.out_dim, seq_dim=seq_dim)
+        if seq_dim is None and "seq_dim" in inspect.signature(comp.factory).parameters and "seq_dim" not in kwargs:
+            raise AqakitError(f"recipe field 'model.heads.{head_id}': head '{cfg.name}' reads per-clip features, "
+                              f"which aggregator '{m.aggregator.name}' does not provide (use e.g. 'avg')")
+        heads[head_id] = comp.factory(**kwargs)
     return AQAModel(backbone, aggregator, heads, {h: c.weight for h, c in m.heads.items()}, m.clips)

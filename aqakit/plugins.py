@@ -25,7 +25,9 @@ from aqakit.errors import PluginError
 from aqakit.registry import Registry
 
 ENTRY_POINT_GROUP = "aqakit"
-BUNDLED_PLUGINS: tuple[str, ...] = ("aqakit_aggregators", "aqakit_heads", "aqakit_c3d", "aqakit_diving")
+BUNDLED_PLUGINS: tuple[str, ...] = (
+    "aqakit_aggregators", "aqakit_heads", "aqakit_c3d", "aqakit_mscadc", "aqakit_caption", "aqakit_diving",
+)
 BUNDLED_DISTRIBUTION = "aqakit"
 
 

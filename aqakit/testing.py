@@ -11,7 +11,9 @@ Installed as a pytest plugin (entry point ``pytest11``), so in any package's tes
 
 Components are built with their defaults plus the class attribute ``contract_kwargs`` (a dict, or
 a function returning one, e.g. to render a tiny dataset first) when they need arguments to be small
-or valid. Heads build their test targets with ``example_batch``.
+or valid. Heads build their test targets with ``example_batch``. Components whose inputs are not the
+default vectors (e.g. feature maps) provide ``contract_input(batch_size)``: the aggregator's input
+tensor, or the :class:`Representation` a head receives.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def check_aggregator(factory: Any, name: str = "aggregator") -> None:
 
     model = factory(**_kwargs(factory, in_dim=IN_DIM))
     assert isinstance(getattr(model, "out_dim", None), int), f"{name}: must set an int .out_dim"
-    feats = torch.randn(BATCH, SEQ_LEN, IN_DIM, requires_grad=True)
+    make = getattr(model, "contract_input", None)
+    feats = (make(BATCH) if make else torch.randn(BATCH, SEQ_LEN, IN_DIM)).requires_grad_()
     rep = model(feats)
     assert isinstance(rep, Representation), f"{name}: forward must return aqakit.interfaces.Representation"
     _assert_finite(f"{name}.pooled", rep.pooled)
@@ -95,8 +98,9 @@ def check_head(factory: Any, name: str = "head") -> None:
 
     model = factory(**_kwargs(factory, in_dim=IN_DIM, seq_dim=IN_DIM))
     g = torch.Generator().manual_seed(0)
-    rep = Representation(pooled=torch.randn(BATCH, IN_DIM, generator=g),
-                         sequence=torch.randn(BATCH, SEQ_LEN, IN_DIM, generator=g))
+    make = getattr(model, "contract_input", None)
+    rep = make(BATCH) if make else Representation(pooled=torch.randn(BATCH, IN_DIM, generator=g),
+                                                  sequence=torch.randn(BATCH, SEQ_LEN, IN_DIM, generator=g))
     batch = model.example_batch(BATCH)
     missing = [k for k in model.requires if k not in batch]
     assert not missing, f"{name}: example_batch lacks required key(s) {missing}"
