@@ -160,10 +160,17 @@ def test_torchrun_two_processes_rank0_writes_and_weights_agree(tmp_path: Path):
     run = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AQAKIT_")}
     env.update({"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy", "OMP_NUM_THREADS": "1"})
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "aqakit", "train", str(TOY_RECIPE), "--run-dir", str(run)],
-        env=env, capture_output=True, text=True, timeout=240)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too: never leave them behind
+        proc.communicate()
+        pytest.fail("torchrun did not finish in 240 s")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2

@@ -46,10 +46,13 @@ class C3D(Backbone):
     ``width`` scales channels (1 = paper: 64..512); ``normalise``: ``imagenet`` (the paper's code) or
     ``c3d`` (0..255 minus the Sports-1M mean, what the pretrained weights expect); ``weights``: a
     local state dict with the Sports-1M ``c3d.pickle`` keys (conv*/fc*); fc layers are skipped here.
+    ``batchnorm`` adds BatchNorm3d after every conv (not in the paper; it makes small networks
+    trained from scratch on a CPU converge in a few epochs).
     """
 
     def __init__(self, width: float = 1.0, clip_len: int = 16, frame_size: int = 112,
-                 normalise: Literal["imagenet", "c3d"] = "imagenet", weights: str | None = None) -> None:
+                 normalise: Literal["imagenet", "c3d"] = "imagenet", weights: str | None = None,
+                 batchnorm: bool = False) -> None:
         super().__init__()
         if width <= 0 or clip_len < 1 or frame_size < 8:
             raise AqakitError(f"c3d: width must be > 0, clip_len >= 1, frame_size >= 8 "
@@ -57,8 +60,10 @@ class C3D(Backbone):
         channels = {name: max(1, round(c * width)) for name, c in CONVS}
         in_ch = 3
         self.convs = nn.ModuleDict()
+        self.norms = nn.ModuleDict()
         for name, _ in CONVS:
             self.convs[name] = nn.Conv3d(in_ch, channels[name], kernel_size=3, padding=1)
+            self.norms[name] = nn.BatchNorm3d(channels[name]) if batchnorm else nn.Identity()
             in_ch = channels[name]
         # Small CPU-scale clips: a pool whose window exceeds what is left keeps that dimension (kernel 1).
         # At paper size (16 x 112 x 112) every pool is exactly the paper's.
@@ -84,7 +89,7 @@ class C3D(Backbone):
         out, x = {}, clips
         for stage, names in STAGES.items():
             for name in names:
-                x = self.relu(self.convs[name](x))
+                x = self.relu(self.norms[name](self.convs[name](x)))
             x = self.pools[stage](x)
             out[stage] = x
         return out
