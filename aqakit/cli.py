@@ -16,7 +16,25 @@ from aqakit.interfaces import KINDS
 
 
 class AqakitGroup(click.Group):
-    """Turns :class:`AqakitError` into ``error: ...`` on stderr and exit code 2 (``--debug`` re-raises)."""
+    """Turns :class:`AqakitError` into ``error: ...`` on stderr and exit code 2 (``--debug`` re-raises).
+
+    Plugin commands (hook ``register_commands``) are added the first time a command is looked up.
+    """
+
+    plugin_commands_added = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        self._add_plugin_commands_once()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context):
+        self._add_plugin_commands_once()
+        return super().list_commands(ctx)
+
+    def _add_plugin_commands_once(self) -> None:
+        if self is cli and not AqakitGroup.plugin_commands_added:
+            AqakitGroup.plugin_commands_added = True
+            _add_plugin_commands(self)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -158,7 +176,7 @@ def _add_plugin_commands(group: click.Group) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        _add_plugin_commands(cli)
+        cli._add_plugin_commands_once()
     except AqakitError as exc:  # strict plugin mode
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -206,3 +206,43 @@ def test_data_info_bad_input_is_one_line_exit_2(tmp_path: Path):
                         ([], "set data.dataset.root=PATH")):
         result = CliRunner().invoke(cli, ["data", "info", "--dataset", "mtl_aqa", *args])
         assert result.exit_code == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- rendered data through the loader ------------------------------------------------------------------
+
+
+@needs_shared
+def test_twin_of_real_keys_reads_back_with_the_real_labels(tmp_path: Path):
+    from aqakit_diving.synth import synthesize_twin
+
+    synthesize_twin(SHARED, tmp_path / "twin", limit=6, size=32, frames=16, progress=False)
+    real = MTLAQA(root=str(SHARED))
+    twin = MTLAQA(root=str(tmp_path / "twin"), annotations=None, frames=16, jitter=0)
+    assert set(twin.lists["train"]) <= set(real.lists["train"]) and set(twin.lists["test"]) <= set(real.lists["test"])
+    for split in ("train", "test"):
+        data = twin.split(split)
+        for i, key in enumerate(twin.lists[split]):
+            sample = data[i]
+            assert sample["video"].shape == (3, 16, 32, 32)
+            assert {k: sample[k] for k in real.label(key)} == real.label(key)  # score, DD, code, caption
+            assert twin.annotations[key]["end_frame"] == real.annotations[key]["end_frame"]
+
+
+def test_synth_cli_then_data_info(tmp_path: Path):
+    out = tmp_path / "synth"
+    args = ["synth", "diving", "--out", str(out), "--n", "60", "--seed", "0", "--size", "32", "--frames", "16"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    info = json.loads(CliRunner().invoke(cli, ["data", "info", "--dataset", "mtl_aqa", f"root={out}", "frames=16",
+                                               "--json"]).stdout)
+    splits = info["splits"]
+    assert sum(s["count"] for s in splits.values()) == 60 and all(s["problems"] == 0 for s in splits.values())
+    train = splits["train"]["labels"]
+    for field in release.DIVE_CODE_FIELDS:
+        assert len(train[field]["classes"]) >= 2, field
+    assert train["score"]["max"] - train["score"]["min"] > 30
+    again = CliRunner().invoke(cli, args[:3] + [str(tmp_path / "again")] + args[4:])
+    assert again.exit_code == 0
+    for name in (release.ANNOTATIONS, release.CAPTIONS, release.split_file("train"), release.split_file("test")):
+        assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "is not empty" in refused.stderr
