@@ -66,7 +66,10 @@ def video_transform(recipe: Recipe, frame_size: tuple[int, int], augment: bool) 
 
 def build_dataset(recipe: Recipe, registry: Registry) -> Dataset:
     cfg = recipe.data.dataset
-    dataset = registry.create("dataset", cfg.name, **cfg.args)
+    try:
+        dataset = registry.create("dataset", cfg.name, **cfg.args)
+    except (ValueError, TypeError) as exc:
+        raise AqakitError(f"recipe field 'data.dataset': {cfg.name}: {' '.join(str(exc).split())}") from None
     for attr in ("provides", "splits", "split"):
         if not hasattr(dataset, attr):
             raise AqakitError(f"dataset '{cfg.name}' lacks '{attr}' (see aqakit.interfaces.Dataset)")

@@ -77,13 +77,23 @@ def _inject(factory: Any, args: dict[str, Any], **available: Any) -> dict[str, A
     return {**{k: v for k, v in available.items() if k in params and v is not None}, **args}
 
 
+def _construct(path: str, name: str, factory: Any, kwargs: dict[str, Any]) -> Any:
+    """Build a component; an argument it rejects (ValueError/TypeError) is a one-line recipe error."""
+    try:
+        return factory(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise AqakitError(f"recipe field '{path}': {name}: {' '.join(str(exc).split())}") from None
+
+
 def build_model(recipe: Recipe, registry: Registry) -> AQAModel:
     m = recipe.model
-    backbone = registry.create("backbone", m.backbone.name, **m.backbone.args)
+    backbone = _construct("model.backbone", m.backbone.name, registry.get("backbone", m.backbone.name).factory,
+                          m.backbone.args)
     if not hasattr(backbone, "spec"):
         raise AqakitError(f"backbone '{m.backbone.name}' has no .spec (a BackboneSpec)")
     comp = registry.get("aggregator", m.aggregator.name)
-    aggregator = comp.factory(**_inject(comp.factory, m.aggregator.args, in_dim=backbone.spec.feature_dim))
+    aggregator = _construct("model.aggregator", m.aggregator.name, comp.factory,
+                            _inject(comp.factory, m.aggregator.args, in_dim=backbone.spec.feature_dim))
     heads = {}
     seq_dim = getattr(aggregator, "seq_dim", None)
     for head_id, cfg in m.heads.items():
@@ -92,5 +102,5 @@ def build_model(recipe: Recipe, registry: Registry) -> AQAModel:
         if seq_dim is None and "seq_dim" in inspect.signature(comp.factory).parameters and "seq_dim" not in kwargs:
             raise AqakitError(f"recipe field 'model.heads.{head_id}': head '{cfg.name}' reads per-clip features, "
                               f"which aggregator '{m.aggregator.name}' does not provide (use e.g. 'avg')")
-        heads[head_id] = comp.factory(**kwargs)
+        heads[head_id] = _construct(f"model.heads.{head_id}", cfg.name, comp.factory, kwargs)
     return AQAModel(backbone, aggregator, heads, {h: c.weight for h, c in m.heads.items()}, m.clips)

@@ -153,6 +153,7 @@ class Plugins:
         record.components.setdefault(kind, []).append(name)
 
     def _fail(self, record: PluginRecord, message: str) -> None:
+        message = " ".join(message.split())  # one line, whatever the exception said
         record.errors.append(message)
         if self.strict:
             raise PluginError(f"plugin '{record.name}': {message}")

@@ -87,10 +87,12 @@ def selection(recipe: Recipe, model: AQAModel) -> tuple[str, str]:
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
-    if best is None or math.isnan(best):
+    if best is None:
         return True
     if math.isnan(value):
         return False
+    if math.isnan(best):
+        return True
     return value > best if mode == "max" else value < best
 
 

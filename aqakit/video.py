@@ -95,6 +95,19 @@ def list_frames(folder: Path) -> list[Path]:
     return list(_listing(str(folder)))
 
 
+def frame_numbers(folder: Path) -> dict[int, int]:
+    """``{file number: list index}`` of a folder of numbered frames (``000123.jpg`` -> 123).
+
+    Real releases number every frame from 1 (number = index + 1); rendered twins keep only the
+    frames around each dive under their real numbers, so lookups by number must not assume that.
+    """
+    files = list_frames(Path(folder))
+    try:
+        return {int(f.stem): i for i, f in enumerate(files)}
+    except ValueError:
+        raise AqakitError(f"{folder}: frame files must be named by number (000001.jpg, ...)") from None
+
+
 def _read_image(file: Path) -> torch.Tensor:
     """Decode one frame image to uint8 ``3 x H x W`` RGB."""
     try:

@@ -203,7 +203,7 @@ def test_data_info_cli(tiny: Path):
 def test_data_info_bad_input_is_one_line_exit_2(tmp_path: Path):
     for args, words in ((["root=" + str(tmp_path / "nope")], "dataset folder not found"),
                         (["roots=x"], "did you mean 'root'"),
-                        ([], "set data.dataset.root=PATH")):
+                        ([], "mtl_aqa needs its folder: root=PATH")):
         result = CliRunner().invoke(cli, ["data", "info", "--dataset", "mtl_aqa", *args])
         assert result.exit_code == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -226,6 +226,10 @@ def test_twin_of_real_keys_reads_back_with_the_real_labels(tmp_path: Path):
             assert sample["video"].shape == (3, 16, 32, 32)
             assert {k: sample[k] for k in real.label(key)} == real.label(key)  # score, DD, code, caption
             assert twin.annotations[key]["end_frame"] == real.annotations[key]["end_frame"]
+            # the window is the rendered dive (frames found by their real numbers), not edge padding
+            frames = sample["video"].float()
+            assert (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(0, 2, 3)).gt(0).sum() >= 8
+    assert twin.problems("train") == [] and twin.problems("test") == []
 
 
 def test_synth_cli_then_data_info(tmp_path: Path):

@@ -20,7 +20,8 @@ words unseen in training as ``<unk>``).
 * ``token_mean`` (default): cross-entropy averaged over all target tokens of the batch (each caption's
   ``eos`` included, padding excluded), so it does not grow with caption length.
 * ``paper_sum``: the reference code's loss (QUIRKS 5): per caption the SUM of token NLLs, averaged over
-  the batch and multiplied by 0.01. Its size grows with caption length.
+  the batch. Its size grows with caption length; the paper's 0.01 is the head's recipe ``weight``
+  (gamma in alpha*AQA + beta*Cls + gamma*Caps), not part of this loss.
 
 Padding is masked by caption length, never by id: in ``word`` mode ``eos`` and padding share id 0 (as in
 the release, QUIRKS 6) and ``eos`` is still learned. Batches are never modified in place.
@@ -176,7 +177,7 @@ class CaptionHead(TaskHead):
     def loss(self, output: Output, batch: Batch) -> torch.Tensor:
         nll, mask = self.token_nll(output, batch["caption"])
         if self.loss_kind == "paper_sum":
-            return 0.01 * nll.sum(dim=1).mean()
+            return nll.sum(dim=1).mean()
         return nll.sum() / mask.sum()
 
     # -- generation and metrics ----------------------------------------------------------------------

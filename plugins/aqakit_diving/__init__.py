@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -53,7 +54,8 @@ class DivingSynth(MTLAQA):
     contract_kwargs: dict = {"n": 8, "size": 32, "render_frames": 16, "events": 2}
 
     def __init__(self, n: int = 300, seed: int = 0, size: int = 64, render_frames: int = 48, events: int = 4,
-                 frames: int | None = None, window: str = "end", jitter: int = 2, short: str = "pad") -> None:
+                 frames: int | None = None, window: Literal["end", "span"] = "end", jitter: int = 2,
+                 short: Literal["pad", "refuse"] = "pad") -> None:
         root = ensure_rendered(n, seed, size, render_frames, events)
         super().__init__(str(root), frames=frames or render_frames, window=window, jitter=jitter, short=short)
 

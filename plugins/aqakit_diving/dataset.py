@@ -41,8 +41,8 @@ class MTLAQA(Dataset):
                  short: Literal["pad", "refuse"] = "pad", source: Literal["auto", "frames", "video"] = "auto",
                  allow_overlap: bool = False) -> None:
         if not root:
-            raise AqakitError("mtl_aqa needs its folder: set data.dataset.root=PATH (the folder holding "
-                              "whole_videos_frames/ or whole_videos/ and the annotation pickles)")
+            raise AqakitError("mtl_aqa needs its folder: root=PATH (in a recipe: data.dataset.root), the folder "
+                              "holding whole_videos_frames/ or whole_videos/ and the annotation pickles")
         self.root = Path(root).expanduser()
         ann_dir = Path(annotations).expanduser() if annotations else self.root
         if not ann_dir.is_dir():
@@ -53,6 +53,8 @@ class MTLAQA(Dataset):
         self.annotations = release.load_annotations(ann_dir)
         caption_path = ann_dir / release.CAPTIONS
         self.captions = release.load_captions(ann_dir) if caption_path.exists() else None
+        if self.captions is None:
+            self.provides = LABEL_KEYS
         self.lists: dict[str, list[Key]] = {}
         self.list_paths: dict[str, Path] = {}
         for name, given in (("train", train_list), ("test", test_list)):
@@ -105,11 +107,14 @@ class MTLAQA(Dataset):
         out = []
         for key in self.lists[split]:
             try:
-                first, last = min(self.indices(key, 0)), max(self.indices(key, 0))
                 path = self.source_path(key)
-                count = video.count_frames(path)
-                if last >= count or first < 0:
-                    out.append(f"{key_name(key)}: window frames {first + 1}..{last + 1} outside {path} ({count} frames)")
+                numbers = [i + 1 for i in self.indices(key, 0)]
+                lo, hi, present = self._available(path)
+                if numbers[0] < lo or numbers[-1] > hi:
+                    out.append(f"{key_name(key)}: window frames {numbers[0]}..{numbers[-1]} outside {path} "
+                               f"(frames {lo}..{hi})")
+                elif present is not None and any(n not in present for n in numbers):
+                    out.append(f"{key_name(key)}: frame files missing inside the window in {path}")
             except AqakitError as exc:
                 out.append(str(exc) if str(exc).startswith("dive ") else f"{key_name(key)}: {exc}")
         return out
@@ -144,20 +149,33 @@ class MTLAQA(Dataset):
             return [(start + end) // 2 - 1]
         return [round(start - 1 + i * (end - start) / (self.frames - 1)) for i in range(self.frames)]
 
+    @staticmethod
+    def _available(path: Path) -> tuple[int, int, dict[int, int] | None]:
+        """(first, last) frame NUMBER of a source, and for frame folders number -> list index."""
+        if path.is_dir():
+            present = video.frame_numbers(path)
+            return min(present), max(present), present
+        return 1, video.count_frames(path), None
+
     def load_video(self, key: Key, shift: int) -> torch.Tensor:
         path = self.source_path(key)
-        wanted = self.indices(key, shift)
-        count = video.count_frames(path)
-        clamped = [min(max(i, 0), count - 1) for i in wanted]
+        wanted = [i + 1 for i in self.indices(key, shift)]  # frame numbers
+        lo, hi, present = self._available(path)
+        clamped = [min(max(n, lo), hi) for n in wanted]
         if clamped != wanted:
-            message = (f"dive {key_name(key)}: window frames {wanted[0] + 1}..{wanted[-1] + 1} reach outside "
-                       f"{path} ({count} frames)")
+            message = (f"dive {key_name(key)}: window frames {wanted[0]}..{wanted[-1]} reach outside "
+                       f"{path} (frames {lo}..{hi})")
             if self.short == "refuse":
                 raise AqakitError(message + "; set short=pad to repeat the edge frames")
             if key not in self._warned:
                 self._warned.add(key)
                 print(f"aqakit: warning: {message}; repeating edge frames", file=sys.stderr)
-        return video.read_frames(path, clamped)
+        if present is None:
+            return video.read_frames(path, [n - 1 for n in clamped])
+        missing = [n for n in clamped if n not in present]
+        if missing:
+            raise AqakitError(f"dive {key_name(key)}: frame file {missing[0]:06d}.jpg is missing from {path}")
+        return video.read_frames(path, [present[n] for n in clamped])
 
 
 class DiveSplit(torch.utils.data.Dataset):

@@ -52,8 +52,10 @@ def even_indices(total: int, frames: int, device: torch.device | None = None) ->
 
 
 class MSCADC(Backbone):
-    """MSCADC body (Parmar & Morris 2019): conv1..conv5b with BN, pools after conv1/conv2/conv3b only,
-    conv5a/b dilated by 2, Dropout at the end; output a ``D x t x h x w`` map for the whole window.
+    """MSCADC body (Parmar & Morris 2019): a BN 3D CNN with dilated conv5 giving one feature map per video.
+
+    conv1..conv5b with BN, pools after conv1/conv2/conv3b only, conv5a/b dilated by 2, Dropout at the
+    end; output a ``D x t x h x w`` map for the whole window.
 
     Takes the whole sample window (``clip_len=None``) and samples ``frames`` evenly spaced frames from it
     itself. ``width`` scales channels (1 = paper: 32..256); ``frame_size`` is the input size (paper 180).
