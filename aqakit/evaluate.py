@@ -98,6 +98,8 @@ def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
     model = build_model(recipe, plugins.registry)
     model.restore_heads(state.get("head_state", {}))
     model.to(device).load_state_dict(state["model"])
+    if recipe.train.channels_last:
+        model.use_channels_last()
     loader = make_loader(splits.sets[split], batch_size=recipe.data.eval_batch_size or recipe.data.batch_size,
                          num_workers=recipe.data.num_workers, shuffle=False, seed=recipe.seed, epoch=0,
                          dist=DistInfo(), transform=video_transform(recipe, model.backbone.spec.frame_size, False))

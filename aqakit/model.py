@@ -27,9 +27,16 @@ class AQAModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.weights = dict(weights)
         self.clips = clips or ClipsConfig()
+        self.channels_last = False
         spec = backbone.spec
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
+
+    def use_channels_last(self) -> AQAModel:
+        """Run the backbone in the channels_last_3d memory format (faster 3D convs on CPU with bf16)."""
+        self.channels_last = True
+        self.backbone.to(memory_format=torch.channels_last_3d)
+        return self
 
     def prepare(self, video: torch.Tensor) -> torch.Tensor:
         """uint8 ``B x C x T x H x W`` -> normalised float at the backbone's frame size."""
@@ -46,7 +53,10 @@ class AQAModel(nn.Module):
         x = self.prepare(video)
         clips = cut_clips(x, self.backbone.spec.clip_len, self.clips.count, self.clips.stride)
         b, n = clips.shape[:2]
-        feats = self.backbone(clips.flatten(0, 1))
+        clips = clips.flatten(0, 1)
+        if self.channels_last:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        feats = self.backbone(clips)
         return self.aggregator(feats.reshape(b, n, *feats.shape[1:]))
 
     def forward(self, batch: Batch) -> dict[str, Any]:

@@ -112,6 +112,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float = 0.0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = False  # channels_last_3d memory format for the backbone (x1.8 with bf16 on CPU)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     select: SelectConfig = field(default_factory=SelectConfig)

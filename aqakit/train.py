@@ -157,6 +157,8 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     else:
         head_state = model.fit_heads(training_labels(dataset, splits))
     model.to(device)
+    if recipe.train.channels_last:
+        model.use_channels_last()
     optimizer = build_optimizer(recipe, model)
     scheduler = build_scheduler(recipe, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

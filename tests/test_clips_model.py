@@ -67,3 +67,17 @@ def test_normalisation_uses_the_backbone_mean_and_std():
     x = model.prepare(video)
     expected = (1.0 - torch.tensor(backbone.spec.mean)) / torch.tensor(backbone.spec.std)
     assert torch.allclose(x[0, :, 0, 0, 0], expected)
+
+
+def test_channels_last_gives_the_same_outputs():
+    from aqakit_c3d import C3D
+
+    torch.manual_seed(0)
+    backbone = C3D(width=0.125, clip_len=8, frame_size=32)
+    model = AQAModel(backbone, AvgAggregator(in_dim=backbone.spec.feature_dim), {"score": ScoreHead(in_dim=backbone.spec.feature_dim)},
+                     {"score": 1.0}, ClipsConfig(count=2, stride=8)).eval()
+    video = torch.randint(0, 255, (2, 3, 16, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        plain = model({"video": video})["score"]
+        fast = model.use_channels_last()({"video": video})["score"]
+    assert model.channels_last and torch.allclose(plain, fast, atol=1e-5)
