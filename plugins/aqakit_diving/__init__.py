@@ -90,7 +90,12 @@ def register_datasets(register):
 
 @aqakit.hookimpl
 def register_commands(cli):
-    synth_group = cli.commands["synth"]
+    synth_group = cli.commands.get("synth")
+    if synth_group is None:  # a host CLI without aqakit's own 'synth' group
+
+        @cli.group("synth")
+        def synth_group() -> None:
+            """Render synthetic datasets with known ground truth."""
 
     @synth_group.command("diving")
     @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write (release layout).")
