@@ -143,6 +143,55 @@ def eval_cmd(checkpoint_path: str, split: str, as_json: bool) -> None:
             click.echo(f"{k:<28} {v:.6g}")
 
 
+@cli.command("predict")
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--start", default=None, help="Window start: a frame number (from 1) or seconds, e.g. 4.5s.")
+@click.option("--end", default=None, help="Window end (inclusive): a frame number or seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input (JSON lines).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results to FILE too.")
+def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None, end: str | None,
+                as_json: bool, out: str | None) -> None:
+    """Score, action code and commentary for video files or frame folders (or folders of them)."""
+    from tqdm import tqdm
+
+    from aqakit.predict import expand_inputs, format_prediction, load_predictor
+
+    predictor = load_predictor(checkpoint_path, _plugins())
+    paths = expand_inputs(list(inputs))
+    failures = 0
+    sink = open(out, "w", encoding="utf-8") if out else None
+    try:
+        for path in tqdm(paths, desc="predict", unit="input", disable=len(paths) < 2 or None):
+            try:
+                result = predictor(path, start, end)
+            except AqakitError as exc:
+                if len(paths) == 1:
+                    raise
+                failures += 1
+                click.echo(f"error: {exc}", err=True)
+                continue
+            text = to_json(result) if as_json else format_prediction(result)
+            click.echo(text)
+            if sink:
+                sink.write(text + "\n")
+                sink.flush()
+    finally:
+        if sink:
+            sink.close()
+    if failures:
+        raise AqakitError(f"{failures} of {len(paths)} inputs failed (see above); the others were predicted")
+
+
+@cli.command("report")
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+def report_cmd(run_dir: str) -> None:
+    """Write RUN_DIR/report.html: curves, score scatter, confusion matrices, commentary with frames."""
+    from aqakit.report import write_report
+
+    click.echo(str(write_report(Path(run_dir), _plugins())))
+
+
 @cli.group("synth")
 def synth_group() -> None:
     """Render synthetic datasets with known ground truth (sports add their own subcommands)."""

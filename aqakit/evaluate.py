@@ -36,8 +36,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 @torch.no_grad()
 def evaluate(model: AQAModel, loader: torch.utils.data.DataLoader, device: torch.device,
-             amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo(), desc: str = "eval") -> dict[str, float]:
-    """Metrics named ``<head>.<metric>`` plus ``loss`` and ``<head>.loss`` over the whole split."""
+             amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo(), desc: str = "eval",
+             predictions: dict[str, Any] | None = None) -> dict[str, float]:
+    """Metrics named ``<head>.<metric>`` plus ``loss`` and ``<head>.loss`` over the whole split.
+
+    Pass a dict as ``predictions`` to receive the per-sample ``collect`` tensors of every head
+    (``{"index": ..., "<head>": {...}}``, in sample order), e.g. for the run report."""
     model.eval()
     collected: dict[str, dict[str, list[torch.Tensor]]] = {h: {} for h in model.heads}
     indices: list[torch.Tensor] = []
@@ -62,10 +66,10 @@ def evaluate(model: AQAModel, loader: torch.utils.data.DataLoader, device: torch
         "loss_sums": loss_sums,
         "count": count,
     }
-    return _metrics(model, distributed.all_gather_objects(dist, local))
+    return _metrics(model, distributed.all_gather_objects(dist, local), predictions)
 
 
-def _metrics(model: AQAModel, parts: list[dict[str, Any]]) -> dict[str, float]:
+def _metrics(model: AQAModel, parts: list[dict[str, Any]], predictions: dict[str, Any] | None) -> dict[str, float]:
     index = torch.cat([p["index"] for p in parts])
     # DistributedSampler pads with repeats: keep the first copy of every index, in index order
     order = torch.argsort(index, stable=True)
@@ -74,9 +78,13 @@ def _metrics(model: AQAModel, parts: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in parts[0]["loss_sums"]:
         out[name] = sum(p["loss_sums"][name] for p in parts) / max(count, 1)
+    if predictions is not None:
+        predictions["index"] = index[keep]
     for head_id, head in model.heads.items():
         keys = parts[0]["collected"][head_id].keys()
         merged = {k: torch.cat([p["collected"][head_id][k] for p in parts])[keep] for k in keys}
+        if predictions is not None:
+            predictions[head_id] = merged
         for metric, value in head.metrics(merged).items():
             out[f"{head_id}.{metric}"] = float(value)
     return out

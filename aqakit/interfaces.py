@@ -98,6 +98,14 @@ class TaskHead(nn.Module, ABC):
         """Per-sample tensors (first dim = batch) kept on CPU for :meth:`metrics`."""
         ...
 
+    def describe(self, output: Any) -> list[Any]:
+        """One human- and JSON-friendly value per sample (``aqakit predict``), e.g. a score or a
+        ``{"class": name, "prob": p}`` dict. The default lists the raw output values."""
+        if isinstance(output, dict):
+            rows = {k: self.describe(v) for k, v in output.items()}
+            return [{k: v[i] for k, v in rows.items()} for i in range(len(next(iter(rows.values()))))]
+        return output.detach().float().cpu().tolist()
+
     def fit(self, labels: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Learn data-derived state (class names, a tokenizer, ...) from the training split's labels.
 

@@ -189,6 +189,9 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
 
     frame_size = model.backbone.spec.frame_size
+    # what `aqakit predict` resamples any input to: the window length the model was trained on
+    input_spec = state["input"] if state is not None and "input" in state else {
+        "frames": int(splits.sets["train"][0]["video"].shape[1])}
 
     def loader(split: str, epoch: int, shuffle: bool):
         return make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
@@ -200,7 +203,8 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         return {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                 "history": history, "best": best, "selection": {"metric": metric_name, "mode": mode},
-                "components": components, "head_state": head_state, "aqakit_version": aqakit.__version__}
+                "components": components, "head_state": head_state, "input": input_spec,
+                "aqakit_version": aqakit.__version__}
 
     # -- epochs ------------------------------------------------------------------------------------
     epochs, accum = recipe.train.epochs, recipe.train.grad_accum
@@ -275,6 +279,9 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     summary["run_dir"] = str(run)
     if dist.is_main:
         checkpoint.atomic_write_json(run / "summary.json", summary)
+        from aqakit.report import plot_curves
+
+        plot_curves(run)
     distributed.barrier(dist)
     _log(dist, f"done: {run}/summary.json  best epoch {best['epoch']}  "
                f"test {_short(summary['test'], [metric_name])}")
@@ -286,12 +293,19 @@ def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, hi
     epochs = recipe.train.epochs
     last_val = next((h["metrics"] for h in reversed(history) if h["split"] == "val"), {})
     has_test = "test" in splits.sets
-    last_test = evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test") if has_test else {}
+    predictions: dict[str, Any] = {}
+    last_test = (evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test", predictions)
+                 if has_test else {})
     best_val = next((h["metrics"] for h in history if h["split"] == "val" and h["epoch"] == best["epoch"]), {})
     best_test = last_test
     if best["epoch"] != epochs:
         model.load_state_dict(checkpoint.load(best_path)["model"])
-        best_test = evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test") if has_test else {}
+        predictions = {}
+        best_test = (evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test", predictions)
+                     if has_test else {})
+    if predictions and dist.is_main:  # per-sample test predictions of the reported (best-on-val) model
+        checkpoint.atomic_write_bytes(best_path.parent.parent / "predictions" / "test.pt",
+                                      lambda f: torch.save(predictions, f))
     return {
         "recipe": recipe.name,
         "epochs": epochs,

