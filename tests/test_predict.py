@@ -163,3 +163,72 @@ def test_report_is_one_self_contained_page(checkpoint: Path):
 def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "is not a run folder" in result.stderr
+
+
+def test_predict_on_rendered_dives_agrees_with_evaluation(checkpoint: Path, tmp_path: Path, aqakit_module_plugins):
+    """The predict path gives the evaluated model's answers: exactly on the frame folders, and on mp4
+    copies the dive code matches the labels at least as often as the test accuracy says (one dive slack)."""
+    from aqakit.data import build_dataset
+    from aqakit.train import recipe_from_checkpoint
+
+    state = torch.load(checkpoint, weights_only=True)
+    recipe = recipe_from_checkpoint(state, aqakit_module_plugins)
+    dataset = build_dataset(recipe, aqakit_module_plugins.registry)
+    preds = torch.load(checkpoint.parent.parent / "predictions" / "test.pt", weights_only=True)
+    fields = ("position", "armstand", "rotation_type", "ss_no", "tw_no")
+    mp4_hits = {f: 0 for f in fields}
+    for row, index in enumerate(preds["index"].tolist()):
+        key = dataset.lists["test"][index]
+        end = dataset.annotations[key]["end_frame"]
+        folder = dataset.source_path(key)
+        out = json.loads(predict(str(checkpoint), str(folder), "--start", str(end - 15), "--end", str(end),
+                                 "--json").stdout)
+        for field in fields:
+            assert out["dive_code"][field]["index"] == int(preds["dive_code"][f"pred_{field}"][row]), field
+        clip = video.read_frames(folder, [video.frame_numbers(folder)[n] for n in range(end - 15, end + 1)])
+        mp4 = video.write_video(tmp_path / f"dive{index}.mp4", clip, fps=25)
+        out = json.loads(predict(str(checkpoint), str(mp4), "--json").stdout)
+        assert {"score", "dive_code", "caption", "seconds"} <= out.keys()
+        for field in fields:
+            mp4_hits[field] += out["dive_code"][field]["index"] == dataset.annotations[key][field]
+    n = len(preds["index"])
+    summary = json.loads((checkpoint.parent.parent / "summary.json").read_text())["test"]
+    for field in fields:
+        assert mp4_hits[field] >= round(summary[f"dive_code.acc_{field}"] * n) - 1, field
+
+
+CHROMIUM = shutil.which("chromium")
+CHECK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  document.body.setAttribute('data-images', imgs.length);
+  document.body.setAttribute('data-broken', imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length);
+});
+</script></body>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; CI installs it)")
+def test_report_opens_in_headless_chromium_with_every_image_loaded(checkpoint: Path, tmp_path: Path):
+    import re
+    import subprocess
+
+    from torchvision.io import decode_png
+
+    run = checkpoint.parent.parent
+    assert CliRunner().invoke(cli, ["report", str(run)]).exit_code == 0
+    page = tmp_path / "report.html"
+    page.write_text((run / "report.html").read_text().replace("</body>", CHECK_IMAGES))
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=180).stdout
+    images = re.search(r'data-images="(\d+)"', dom)
+    broken = re.search(r'data-broken="(\d+)"', dom)
+    assert images and broken, dom[-500:]
+    assert int(images.group(1)) >= 8 and int(broken.group(1)) == 0
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1600", (run / "report.html").as_uri()],
+                   capture_output=True, timeout=180)
+    pixels = decode_png(torch.frombuffer(bytearray(shot.read_bytes()), dtype=torch.uint8)).float()
+    assert pixels.shape[1] >= 1000 and pixels.std() > 5  # a real page, not a blank one
