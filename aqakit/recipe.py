@@ -113,6 +113,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False  # channels_last_3d memory format for the backbone (x1.8 with bf16 on CPU)
+    tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard/ (needs tensorboard)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     select: SelectConfig = field(default_factory=SelectConfig)

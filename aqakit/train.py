@@ -185,6 +185,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         checkpoint.atomic_write_json(run / "splits.json", splits.record)
         # metrics.jsonl always matches the checkpoint it continues from
         checkpoint.atomic_write_text(run / "metrics.jsonl", "".join(checkpoint.to_json(h) + "\n" for h in history))
+    board = _tensorboard(run) if recipe.train.tensorboard and dist.is_main else None
     net = DistributedDataParallel(model) if dist.enabled else model
     eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
 
@@ -266,6 +267,12 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
             checkpoint.save(last_path, snapshot(epoch + 1))
             with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.writelines(checkpoint.to_json(e) + "\n" for e in entries)
+            if board is not None:
+                for entry in entries:
+                    for name, value in entry["metrics"].items():
+                        if value is not None and math.isfinite(value):
+                            board.add_scalar(f"{entry['split']}/{name}", value, entry["epoch"])
+                board.flush()
         distributed.barrier(dist)
         _log(dist, f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f}  "
                    f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
@@ -286,6 +293,15 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     _log(dist, f"done: {run}/summary.json  best epoch {best['epoch']}  "
                f"test {_short(summary['test'], [metric_name])}")
     return summary
+
+
+def _tensorboard(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AqakitError("recipe field 'train.tensorboard': tensorboard is not installed "
+                          "(pip install tensorboard, or set train.tensorboard=false)") from None
+    return SummaryWriter(log_dir=str(run / "tensorboard"))
 
 
 def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best, best_path,

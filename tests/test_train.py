@@ -181,3 +181,21 @@ def test_torchrun_two_processes_rank0_writes_and_weights_agree(tmp_path: Path):
                      "predictions/test.pt", "recipe.yaml", "splits.json", "summary.json"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # written once, not once per rank
     assert result.stdout.count('"run_dir"') == 1  # only rank 0 prints the result
+
+
+def test_tensorboard_logging(tmp_path: Path, toy_plugins):
+    pytest.importorskip("tensorboard", reason="tensorboard is a dev dependency")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = load_recipe(TOY_RECIPE, ["train.tensorboard=true", "train.epochs=1"], registry=toy_plugins.registry)
+    train(recipe, toy_plugins, run_dir=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/score.spearman"} <= set(events.Tags()["scalars"])
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path: Path, toy_plugins, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    recipe = load_recipe(TOY_RECIPE, ["train.tensorboard=true", "train.epochs=1"], registry=toy_plugins.registry)
+    with pytest.raises(AqakitError, match="tensorboard is not installed"):
+        train(recipe, toy_plugins, run_dir=tmp_path / "tb")
