@@ -126,6 +126,14 @@ def test_bad_inputs_are_one_line_exit_2(checkpoint: Path, tmp_path: Path):
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 4])
     one_line_error(predict(str(checkpoint), str(truncated)), "truncated.mp4")
+    empty = tmp_path / "empty.avi"  # a video stream that never got a frame
+    import av
+
+    with av.open(str(empty), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        container.start_encoding()
+    one_line_error(predict(str(checkpoint), str(empty)), "empty.avi")
     single = tmp_path / "single.mp4"
     video.write_video(single, torch.zeros(3, 1, 16, 16, dtype=torch.uint8))
     one_line_error(predict(str(checkpoint), str(single)), "has 1 frame")
