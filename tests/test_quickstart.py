@@ -1,7 +1,8 @@
 """The README's main job, end to end from an empty cache (slow: run with ``pytest -m slow``).
 
 Asserts the targets of the paper-models issue: <= 10 minutes on a 2-core CPU, test Spearman >= 0.85,
-dive-code accuracies clearly above the majority-class rate, caption metrics reported.
+dive-code accuracies clearly above the majority-class rate, caption metrics reported; and that
+``aqakit report`` works on the quickstart run (the fast suite opens a report in headless Chromium).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def test_quickstart_generates_trains_and_evaluates_within_ten_minutes(tmp_path: 
     assert result.returncode == 0, result.stderr[-2000:]
     test = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]
     print(f"quickstart: {minutes:.1f} min, test {json.dumps(test)}")
+    report = run_aqakit("report", str(tmp_path / "run"), env={"AQAKIT_CACHE": str(tmp_path / "cache"),
+                                                             "AQAKIT_LOAD_PLUGINS": ""})
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "dive_code: confusion matrices" in page and "caption: commentary" in page
     assert {"caption.bleu_4", "caption.rouge_l", "caption.cider"} <= test.keys()
     assert minutes <= 10
     assert test["score.spearman"] >= 0.85
