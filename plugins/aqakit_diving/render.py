@@ -106,7 +106,7 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def _jitter(rng: np.random.Generator, base: tuple[float, float, float], amount: float) -> tuple[float, float, float]:
-    return tuple(float(np.clip(c + rng.uniform(-amount, amount), 0.0, 1.0)) for c in base)  # type: ignore[return-value]
+    return tuple(float(np.clip(c + rng.uniform(-amount, amount), 0.0, 1.0)) for c in base)
 
 
 def sample_event_style(rng: np.random.Generator, platform: bool) -> EventStyle:
@@ -173,7 +173,8 @@ def _background(style: EventStyle, size: int) -> torch.Tensor:
                           torch.arange(size, dtype=torch.float32) + 0.5, indexing="ij")
     x, y = to_world(style, size, u, v)
     k = size * style.zoom / VIEW_M
-    col = lambda c: torch.tensor(c, dtype=torch.float32)  # noqa: E731
+    def col(c):
+        return torch.tensor(c, dtype=torch.float32)
     # sky gradient
     t = ((y - style.wall_top) / 3.5).clamp(0, 1)[..., None]
     img = col(style.sky_bottom) * (1 - t) + col(style.sky_top) * t
@@ -238,7 +239,8 @@ def _ik(target_a: float, target_b: float) -> tuple[float, float]:
     ua = max((base + off, base - off), key=lambda a: math.sin(a))
     elbow = (SHOULDER_A + L_UPPER_ARM * math.cos(ua), L_UPPER_ARM * math.sin(ua))
     fa = math.atan2(target_b - elbow[1], target_a - elbow[0])
-    wrap = lambda a: (a + math.pi / 2) % (2 * math.pi) - math.pi / 2  # noqa: E731  (blend via the front)
+    def wrap(a):
+        return (a + math.pi / 2) % (2 * math.pi) - math.pi / 2  # blend via the front
     return wrap(ua), wrap(fa)
 
 
@@ -447,7 +449,8 @@ def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int,
     seg = [(1, 7), (7, 8), (1, 9), (9, 10), (1, 2), (4, 5), (5, 6), (3, 3)]
     wide = 1 + 0.4 * np.abs(np.sin(phi))                                # legs side by side from the front
     r_torso = np.sqrt((TORSO_DEPTH * np.cos(phi)) ** 2 + (TORSO_WIDTH * np.sin(phi)) ** 2)
-    full = lambda r: np.full(T, r)  # noqa: E731
+    def full(r):
+        return np.full(T, r)
     radii = np.stack([R_THIGH * wide, R_SHIN * wide, R_THIGH * wide, R_SHIN * wide, r_torso,
                       full(R_UPPER_ARM), full(R_FOREARM), full(R_HEAD), full(R_NOSE)], 1) * k[:, None]
     nose = pix[:, 3] + n * (0.9 * np.cos(phi) * R_HEAD * k)[:, None]
@@ -461,7 +464,8 @@ def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int,
     skin = torch.tensor(SKINS[spec.skin % len(SKINS)])
     grid = torch.arange(box, dtype=torch.float32) + 0.5
     for idx in _chunks(visible, p0.shape[1] * box * box):
-        t_ = lambda a: torch.from_numpy(np.ascontiguousarray(a[idx])).float()  # noqa: E731
+        def t_(a):
+            return torch.from_numpy(np.ascontiguousarray(a[idx])).float()
         r = t_(radii)
         cov, px, py = _capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
         nt, ph = t_(n), t_(phi)[:, None, None]
@@ -535,7 +539,8 @@ def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int
     ox = np.full(len(idx), math.floor(cx[0] - box / 2), dtype=np.int64)
     oy = np.full(len(idx), math.floor(cy[0] - box / 2), dtype=np.int64)
     for sel in _chunks(np.arange(len(idx)), S * box * box):
-        f = lambda a: torch.from_numpy(np.ascontiguousarray(a[sel])).float()  # noqa: E731
+        def f(a):
+            return torch.from_numpy(np.ascontiguousarray(a[sel])).float()
         cov, _, _ = _capsules(f(p0), f(p1), f(radii), f(ox), f(oy), box)
         a = (cov * f(alphas)[..., None, None]).amax(1)
         _composite(out, a[..., None] * torch.tensor(SPLASH), a, ox[sel], oy[sel], idx[sel])

@@ -243,7 +243,8 @@ def _dd_words(dd: float) -> str:
 
 def _remarks(code: DiveCode, ex: Execution, rng: np.random.Generator, board: str) -> tuple[list[str], list[str]]:
     """(good, bad) remarks about the faults that were rendered, the most striking first."""
-    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
     good: list[tuple[float, str]] = []
     bad: list[tuple[float, str]] = []
     if ex.height < 0.2:
@@ -288,7 +289,8 @@ def _join(items: list[str]) -> list[str]:
 def commentary(rng: np.random.Generator, code: DiveCode, ex: Execution, marks: list[float], dd: float,
                pronoun: str = "he", platform: bool = False) -> list[str]:
     """Tokenised commentary from '<sos>' to '<eos>' naming the dive and remarking on its faults."""
-    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
     name = _NAMES[int(rng.integers(len(_NAMES)))]
     tokens = ["<sos>"] + pick([[name, "goes", "for"], ["next", "up", "is", name, "with"],
                                ["here", "is", name, ",", pronoun, "does"], ["this", "is"]])
