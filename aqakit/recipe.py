@@ -299,7 +299,7 @@ def check_arguments(factory: Any, args: dict[str, Any], path: str, *, what: str)
     args = dict(args)
     for key, value in list(args.items()):
         if key in INJECTED_ARGS:
-            raise RecipeError(f"{path}.{key}", f"is set by aqakit itself; remove it from the recipe")
+            raise RecipeError(f"{path}.{key}", "is set by aqakit itself; remove it from the recipe")
         if key not in params:
             if var_kw:
                 continue

@@ -7,7 +7,6 @@ from its last completed epoch and ends exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys

@@ -24,6 +24,12 @@ def has_distribution(name: str) -> bool:
         return False
 
 
+# The real MTL-AQA annotation release (../shared/mtl_aqa beside the repository, or $AQAKIT_MTLAQA_ANNOTATIONS)
+SHARED = Path(os.environ.get("AQAKIT_MTLAQA_ANNOTATIONS") or ROOT.parent / "shared" / "mtl_aqa")
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "final_annotations_dict.pkl").is_file(),
+    reason=f"the real MTL-AQA annotations are not at {SHARED} (set AQAKIT_MTLAQA_ANNOTATIONS)")
+
 needs_toy = pytest.mark.skipif(not has_distribution("aqakit-plugin-toy"), reason=INSTALL_HINT)
 needs_broken = pytest.mark.skipif(not has_distribution("aqakit-plugin-broken"), reason=INSTALL_HINT)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 import io
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED, needs_shared
 
 import aqakit_caption
 from aqakit.errors import AqakitError
@@ -18,7 +18,6 @@ from aqakit_caption import scores
 from aqakit_caption.head import CaptionHead
 from aqakit_caption.tokenizer import CaptionTokenizer
 
-RELEASE = Path("/work/shared/mtl_aqa")
 SENTENCES = [
     "He enters the water with barely a ripple [Applause]",
     "Pike's position was a little loose on that one",
@@ -136,13 +135,12 @@ def test_tokenizer_state_survives_a_weights_only_checkpoint(mode):
     assert [back.encode(s) for s in SENTENCES] == [tok.encode(s) for s in SENTENCES]
 
 
-@pytest.mark.skipif(not (RELEASE / "final_captions_dict.pkl").exists(),
-                    reason=f"the MTL-AQA release files are not at {RELEASE}")
+@needs_shared
 def test_word_mode_reproduces_the_release_vocab():
     from aqakit_diving.release import load_captions, load_vocab
 
-    captions = load_captions(RELEASE)
-    word_to_ix = load_vocab(RELEASE)["word_to_ix"]
+    captions = load_captions(SHARED)
+    word_to_ix = load_vocab(SHARED)["word_to_ix"]
     tok = CaptionTokenizer.from_release_order(captions.values())
     assert len(word_to_ix) == 5781
     assert {w: tok.word_to_ix[w] for w in word_to_ix} == word_to_ix

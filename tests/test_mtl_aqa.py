@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import SHARED, needs_shared
 
 from aqakit import safe_pickle, video
 from aqakit.cli import cli
@@ -20,9 +20,6 @@ from aqakit.errors import AqakitError
 from aqakit_diving import release
 from aqakit_diving.dataset import MTLAQA
 
-SHARED = Path(os.environ.get("AQAKIT_MTLAQA_ANNOTATIONS") or ROOT.parent / "shared" / "mtl_aqa")
-needs_shared = pytest.mark.skipif(not (SHARED / release.ANNOTATIONS).exists(),
-                                  reason=f"the real MTL-AQA annotations are not at {SHARED} (set AQAKIT_MTLAQA_ANNOTATIONS)")
 
 FRAMES_PER_DIVE = 12
 

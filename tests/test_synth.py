@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED, needs_shared
 
 from aqakit.errors import AqakitError
 from aqakit_diving import release, render, synth
 
-ROOT = Path(__file__).resolve().parent.parent
 OUTPUTS = (release.ANNOTATIONS, release.CAPTIONS, release.split_file("train"), release.split_file("test"),
            release.VOCAB)
 
-
-def real_release() -> Path | None:
-    env = os.environ.get("AQAKIT_MTLAQA_ANNOTATIONS")
-    path = Path(env) if env else ROOT.parent / "shared" / "mtl_aqa"
-    return path if (path / release.ANNOTATIONS).is_file() else None
 
 
 @pytest.fixture(scope="module")
@@ -308,11 +302,9 @@ def test_refuses_bad_arguments_and_an_existing_dataset(small, tmp_path):
 
 # ------------------------------------------------------------------------------------------ twin
 
-@pytest.mark.skipif(real_release() is None,
-                    reason="real MTL-AQA annotations not found: set AQAKIT_MTLAQA_ANNOTATIONS or put them in "
-                           "../shared/mtl_aqa relative to the repository root")
+@needs_shared
 def test_twin_keeps_the_real_labels_split_frames_and_commentary(tmp_path):
-    real = real_release()
+    real = SHARED
     out = tmp_path / "twin"
     frames = 16
     result = synth.synthesize_twin(real, out, limit=8, size=24, frames=frames, progress=False)
