@@ -192,6 +192,43 @@ def report_cmd(run_dir: str) -> None:
     click.echo(str(write_report(Path(run_dir), _plugins())))
 
 
+@cli.command("sweep")
+@click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of the sweep's runs and tables (default runs/sweeps/<name>/).")
+@click.option("--table-only", is_flag=True, help="Only rebuild the table from the runs finished so far.")
+@click.option("--gpus", type=click.IntRange(min=0), default=None,
+              help="GPUs per run (default: all visible; several -> one torchrun per run).")
+def sweep_cmd(sweep_file: str, overrides: tuple[str, ...], out: str | None, table_only: bool,
+              gpus: int | None) -> None:
+    """Train every combination in SWEEP (skipping finished runs, resuming partial ones); tabulate metrics.
+
+    OVERRIDES (key=value / ~key) apply to every run, after the sweep file's own, e.g. the data folder.
+    """
+    import dataclasses
+
+    from aqakit.sweep import check_runs, execute, load_sweep, write_tables
+
+    sweep = load_sweep(sweep_file)
+    sweep = dataclasses.replace(sweep, overrides=(*sweep.overrides, *overrides))
+    out_dir = Path(out) if out else Path("runs") / "sweeps" / sweep.name
+    failed: list[str] = []
+    if not table_only:
+        check_runs(sweep, _plugins().registry)
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        failed = execute(sweep, out_dir, gpus=gpus, echo=click.echo)
+    table, _, finished = write_tables(sweep, out_dir)
+    click.echo(table.read_text(encoding="utf-8"))
+    click.echo(f"tables: {table} and {table.with_suffix('.csv')} ({finished} of {len(sweep.runs)} runs finished)")
+    if failed:
+        raise AqakitError(f"{len(failed)} runs failed: {', '.join(failed)} (their train.log says why); "
+                          "rerun the same command to retry them")
+
+
 @cli.group("synth")
 def synth_group() -> None:
     """Render synthetic datasets with known ground truth (sports add their own subcommands)."""
@@ -212,6 +249,60 @@ def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
 
     info = dataset_info(name, args, _plugins().registry)
     click.echo(to_json(info, indent=2) if as_json else format_info(info))
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder to create aqakit-plugin-NAME/ in.")
+@click.option("--kinds", default=",".join(KINDS), show_default=True,
+              help="Comma-separated component kinds to generate.")
+def new_plugin_cmd(name: str, parent: str, kinds: str) -> None:
+    """Write an installable aqakit-plugin-NAME package: components, recipe, tests (it trains as generated)."""
+    from aqakit.scaffold import new_plugin, plugin_names
+
+    target = new_plugin(name, parent, kinds)
+    n = plugin_names(name)
+    click.echo(f"wrote {target}\nnext: pip install -e {target} && pytest {target} && "
+               f"aqakit train {target / n.module / (n.name + '.yaml')}")
+
+
+@cli.command("probe")
+@click.argument("sources", nargs=-1, required=True, metavar="CHECKPOINT_OR_RECIPE... [key=value ...]")
+@click.option("--dataset", "dataset_name", required=True, help="Registered dataset to probe on (key=value args).")
+@click.option("--layers", default="c1,c2,c3,c4,c5", show_default=True, help="Backbone stages to probe.")
+@click.option("--protocol", type=click.Choice(["within", "out-of-dataset", "both"]), default="within",
+              show_default=True, help="The dataset's train/test split, leave-one-competition-out, or both.")
+@click.option("--baseline", type=click.Choice(["random"]), default=None,
+              help="Add a random-init row per checkpoint architecture.")
+@click.option("--groups", "groups_file", type=click.Path(dir_okay=False), default=None,
+              help="CSV key,group: each sample's competition (else the dataset's 'competition' label).")
+@click.option("--alphas", default=None, help="Ridge regularisation grid, e.g. 0.1,1,10 (default 1e-2..1e5).")
+@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds on the training part.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Loader workers.")
+@click.option("--cache", "cache", type=click.Path(file_okay=False), default=None,
+              help="Feature cache folder (default $AQAKIT_CACHE/probe).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write probe.txt/.json/.png here.")
+def probe_cmd(sources: tuple[str, ...], dataset_name: str, layers: str, protocol: str, baseline: str | None,
+              groups_file: str | None, alphas: str | None, folds: int, batch_size: int, workers: int,
+              cache: str | None, as_json: bool, out: str | None) -> None:
+    """Ridge probes on the frozen backbone stages of checkpoints (or random-init recipes): test Spearman."""
+    from aqakit.probe import PROTOCOLS, format_table, parse_alphas, parse_layers, run_probe, write_outputs
+
+    dataset_args = [s for s in sources if "=" in s and not Path(s).exists()]
+    models = [s for s in sources if s not in dataset_args]
+    if not models:
+        raise AqakitError("aqakit probe needs at least one CHECKPOINT (.pt) or RECIPE (.yaml) to probe")
+    result = run_probe(models, dataset_name, dataset_args, _plugins(), layers=parse_layers(layers),
+                       protocols=list(PROTOCOLS) if protocol == "both" else [protocol], alphas=parse_alphas(alphas),
+                       folds=folds, baseline=baseline, groups_file=Path(groups_file) if groups_file else None,
+                       cache=Path(cache) if cache else None, batch_size=batch_size, workers=workers)
+    click.echo(to_json(result, indent=2) if as_json else format_table(result))
+    if out:
+        paths = write_outputs(result, Path(out))
+        click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
 
 
 def _add_plugin_commands(group: click.Group) -> None:

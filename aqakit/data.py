@@ -14,7 +14,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from aqakit.distributed import DistInfo
 from aqakit.errors import AqakitError
-from aqakit.interfaces import Dataset
+from aqakit.interfaces import Dataset, ExemplarSpec
 from aqakit.recipe import Recipe
 from aqakit.registry import Registry
 from aqakit.video import VideoTransform
@@ -50,7 +50,18 @@ class Prepared(TorchDataset):
             if transform.crop and transform.resize is None and _smaller(sample["video"], transform.crop):
                 transform = dataclasses.replace(transform, crop=None)  # the model resizes small frames up
             sample = {**sample, "video": transform(sample["video"], generator)}
+        if isinstance(sample.get(EXEMPLAR_VIDEO), list):  # attached by WithExemplars: same pipeline each
+            sample = {**sample, EXEMPLAR_VIDEO: torch.stack([self._transform(v) for v in sample[EXEMPLAR_VIDEO]])}
         return {**sample, "index": i}
+
+    def _transform(self, video: torch.Tensor) -> torch.Tensor:
+        if self.transform is None:
+            return video
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()))) if self.augment else None
+        transform = self.transform
+        if transform.crop and transform.resize is None and _smaller(video, transform.crop):
+            transform = dataclasses.replace(transform, crop=None)
+        return transform(video, generator)
 
 
 def _smaller(video: torch.Tensor, size: tuple[int, int]) -> bool:
@@ -87,10 +98,21 @@ def check_keys(recipe: Recipe, heads: dict[str, Any], dataset: Dataset) -> None:
                 f"recipe field 'model.heads.{head_id}': head '{cfg.name}' needs {', '.join(map(repr, missing))} "
                 f"that dataset '{recipe.data.dataset.name}' does not provide ({', '.join(sorted(provides))})"
             )
+        spec = getattr(head, "exemplars", None)
+        missing = [k for k in (*spec.match, *spec.labels) if k not in provides] if spec is not None else []
+        if missing:
+            raise AqakitError(
+                f"recipe field 'model.heads.{head_id}': head '{cfg.name}' matches or reads exemplar label(s) "
+                f"{', '.join(map(repr, missing))} that dataset '{recipe.data.dataset.name}' does not provide "
+                f"({', '.join(sorted(provides))})")
 
 
-def resolve_splits(dataset: Dataset, val_fraction: float, seed: int) -> Splits:
-    """train / val / test; without a dataset ``val`` split, a seeded fraction is carved from train."""
+def resolve_splits(dataset: Dataset, val_fraction: float, seed: int, train_size: int | None = None,
+                   train_size_seed: int | None = None) -> Splits:
+    """train / val / test; without a dataset ``val`` split, a seeded fraction is carved from train.
+
+    ``train_size``: keep a seeded subset of the remaining training samples (see :func:`nested_subset`).
+    """
     names = tuple(dataset.splits())
     if "train" not in names:
         raise AqakitError(f"dataset has no 'train' split (it has: {', '.join(names)})")
@@ -114,12 +136,129 @@ def resolve_splits(dataset: Dataset, val_fraction: float, seed: int) -> Splits:
     else:
         sets["train"] = train
         record["val"] = {"source": "none (data.val_fraction=0): best.pt is the last epoch"}
+    if train_size is not None:
+        _keep_train_subset(sets, record, train_size, seed if train_size_seed is None else train_size_seed)
     if "test" in names:
         sets["test"] = dataset.split("test")
     for name, ds in sets.items():
         record.setdefault("sizes", {})[name] = len(ds)
         if len(ds) == 0:
             raise AqakitError(f"split '{name}' is empty")
+    return Splits(sets, record)
+
+
+def nested_subset(indices: list[int], size: int, seed: int) -> list[int]:
+    """``size`` of ``indices`` chosen by a seeded permutation, sorted. For one ``seed`` the choice is the
+    permutation's first ``size`` entries, so smaller subsets lie inside larger ones."""
+    if not 1 <= size <= len(indices):
+        raise AqakitError(f"data.train_size={size} but only {len(indices)} training samples are available "
+                          f"(after the validation part); choose 1..{len(indices)}")
+    order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(indices[i] for i in order[:size])
+
+
+def _keep_train_subset(sets: dict[str, TorchDataset], record: dict[str, Any], size: int, seed: int) -> None:
+    train = sets["train"]
+    if isinstance(train, Subset):
+        base, indices = train.dataset, list(train.indices)
+    else:
+        base, indices = train, list(range(len(train)))
+    kept = nested_subset(indices, size, seed)
+    sets["train"] = Subset(base, kept)
+    record.setdefault("val", {})["train_indices"] = kept
+    record["train_subset"] = {"size": size, "seed": seed, "of": len(indices)}
+
+
+EXEMPLAR_VIDEO = "exemplar_video"
+
+
+def exemplar_spec(heads: dict[str, Any]) -> ExemplarSpec | None:
+    """The one :class:`ExemplarSpec` the model's heads ask for (heads asking differently is an error)."""
+    specs = {h: s for h, head in heads.items() if (s := getattr(head, "exemplars", None)) is not None}
+    if len(set(specs.values())) > 1:
+        raise AqakitError(f"recipe field 'model.heads': heads {', '.join(specs)} ask for different exemplars "
+                          "(count, eval_count, match, labels); give them the same settings")
+    return next(iter(specs.values()), None)
+
+
+class WithExemplars(TorchDataset):
+    """Adds ``spec`` exemplars from the training pool to each sample of ``inner``.
+
+    ``pool`` is the dataset's train split; ``pool_indices`` the positions in it the run trains on (the
+    carved validation part and anything else left out are never drawn), ``pool_labels`` their labels.
+    ``seed=None`` draws at random from torch's global RNG (training); a seed fixes each sample's draw
+    by its index (evaluation). A sample is never its own exemplar (same ``key``).
+    Adds ``exemplar_video`` (list of K videos; ``Prepared`` transforms and stacks them),
+    ``exemplar_<label>`` (K floats) and ``exemplar_train_index`` (K positions in the train split).
+    """
+
+    def __init__(self, inner: TorchDataset, pool: TorchDataset, pool_indices: list[int],
+                 pool_labels: list[dict[str, Any]], spec: ExemplarSpec, count: int, seed: int | None) -> None:
+        if len(pool_indices) != len(pool_labels):
+            raise ValueError("pool_indices and pool_labels differ in length")
+        self.inner, self.pool, self.pool_indices, self.pool_labels = inner, pool, pool_indices, pool_labels
+        self.spec, self.count, self.seed = spec, count, seed
+        # groups[n][values of the first n match fields] -> pool positions
+        self.groups: list[dict[tuple, list[int]]] = []
+        for n in range(len(spec.match) + 1):
+            groups: dict[tuple, list[int]] = {}
+            for j, row in enumerate(pool_labels):
+                groups.setdefault(tuple(row.get(f) for f in spec.match[:n]), []).append(j)
+            self.groups.append(groups)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def candidates(self, sample: dict[str, Any]) -> list[int]:
+        """Pool positions matching the most leading ``match`` fields of ``sample`` (never itself)."""
+        key = sample.get("key")
+        for n in range(len(self.spec.match), -1, -1):
+            values = tuple(_plain(sample.get(f)) for f in self.spec.match[:n])
+            found = [j for j in self.groups[n].get(values, []) if key is None or self.pool_labels[j].get("key") != key]
+            if found:
+                return found
+        raise AqakitError("no training exemplar available: the training split has no other sample")
+
+    def draw(self, sample: dict[str, Any], i: int) -> list[int]:
+        found = self.candidates(sample)
+        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        if len(found) >= self.count:
+            picks = torch.randperm(len(found), generator=generator)[: self.count].tolist()
+        else:
+            picks = torch.randint(0, len(found), (self.count,), generator=generator).tolist()
+        return [found[p] for p in picks]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.inner[i]
+        chosen = self.draw(sample, i)
+        out = {**sample, EXEMPLAR_VIDEO: [self.pool[self.pool_indices[j]]["video"] for j in chosen],
+               "exemplar_train_index": torch.tensor([self.pool_indices[j] for j in chosen])}
+        for label in self.spec.labels:
+            out[f"exemplar_{label}"] = torch.tensor([float(self.pool_labels[j][label]) for j in chosen])
+        return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if torch.is_tensor(value) and value.numel() == 1 else value
+
+
+def attach_exemplars(splits: Splits, dataset: Dataset, spec: ExemplarSpec | None, seed: int) -> Splits:
+    """Wrap every split in :class:`WithExemplars` drawing from the samples the run trains on."""
+    if spec is None:
+        return splits
+    train = splits.sets["train"]
+    indices = list(train.indices) if isinstance(train, Subset) else list(range(len(train)))
+    labels = dataset.labels("train")
+    pool_labels = [labels[i] for i in indices]
+    augmented = train.dataset if isinstance(train, Subset) else train
+    plain = dataset.split("train", augment=False)
+    sets = {name: WithExemplars(ds, augmented if name == "train" else plain, indices, pool_labels, spec,
+                                spec.count if name == "train" else spec.eval_count,
+                                None if name == "train" else seed)
+            for name, ds in splits.sets.items()}
+    record = {**splits.record, "exemplars": {"pool": "train", "pool_size": len(indices), "count": spec.count,
+                                             "eval_count": spec.eval_count, "match": list(spec.match),
+                                             "labels": list(spec.labels)}}
     return Splits(sets, record)
 
 

@@ -32,13 +32,18 @@ def dataset_info(name: str, args: tuple[str, ...] | list[str], registry: Registr
 
 
 def summarise(labels: list[dict[str, Any]]) -> dict[str, Any]:
-    """Integer labels -> class counts; float labels -> min / mean / std / max; others skipped."""
+    """Integer and text labels -> class counts; float labels -> min / mean / std / max; others skipped.
+
+    Text counts as classes when values repeat and are few (so keys and commentary are skipped)."""
     out: dict[str, Any] = {}
     keys = sorted({k for row in labels for k in row})
     for key in keys:
         values = [row[key] for row in labels if key in row]
         if values and all(isinstance(v, int) for v in values) and len(set(values)) <= MAX_CLASSES:
             out[key] = {"classes": {str(k): c for k, c in sorted(Counter(values).items())}}
+        elif (values and key not in ("key", "caption") and all(isinstance(v, str) for v in values)
+              and len(set(values)) < len(values) and len(set(values)) <= MAX_CLASSES):
+            out[key] = {"classes": dict(sorted(Counter(values).items()))}
         elif values and all(isinstance(v, (int, float)) for v in values):
             mean = sum(values) / len(values)
             std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

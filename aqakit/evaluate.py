@@ -93,17 +93,20 @@ def _metrics(model: AQAModel, parts: list[dict[str, Any]], predictions: dict[str
 def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
     """Rebuild model, dataset and splits from a checkpoint's recipe and evaluate one split."""
     from aqakit import checkpoint
-    from aqakit.data import build_dataset, make_loader, resolve_splits, video_transform
+    from aqakit.data import attach_exemplars, build_dataset, exemplar_spec, make_loader, resolve_splits, video_transform
     from aqakit.model import build_model
     from aqakit.train import pick_device, recipe_from_checkpoint
 
     state = checkpoint.load(path)
     recipe = recipe_from_checkpoint(state, plugins)
     device = pick_device(recipe.train.device)
-    splits = resolve_splits(build_dataset(recipe, plugins.registry), recipe.data.val_fraction, recipe.seed)
+    dataset = build_dataset(recipe, plugins.registry)
+    splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed,
+                            recipe.data.train_size, recipe.data.train_size_seed)
     if split not in splits.sets:
         raise AqakitError(f"this run has no '{split}' split (it has: {', '.join(splits.sets)})")
     model = build_model(recipe, plugins.registry)
+    splits = attach_exemplars(splits, dataset, exemplar_spec(dict(model.heads)), recipe.seed)
     model.restore_heads(state.get("head_state", {}))
     model.to(device).load_state_dict(state["model"])
     if recipe.train.channels_last:

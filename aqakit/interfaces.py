@@ -37,6 +37,24 @@ class BackboneSpec:
     output: Literal["vector", "map"] = "vector"
 
 
+@dataclass(frozen=True)
+class ExemplarSpec:
+    """Training exemplars a head wants beside each sample (e.g. contrastive regression).
+
+    The core draws ``count`` exemplars per training sample (``eval_count`` in evaluation) from the
+    TRAINING samples only, preferring those whose ``match`` label fields equal the sample's (fields are
+    dropped from the end while nothing matches), attaches their videos and ``labels``, encodes them with
+    the same backbone and aggregator, and hands them to every head in ``Representation.extra``:
+    ``exemplar_pooled`` (``B x K x D``) and ``exemplar_<label>`` (``B x K``). Training draws are random
+    (seeded per epoch); evaluation draws are fixed by the run's seed and the sample's index.
+    """
+
+    count: int = 1
+    eval_count: int = 1
+    match: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ("score",)
+
+
 @dataclass
 class Representation:
     """What an aggregator hands to every head.
@@ -78,9 +96,11 @@ class TaskHead(nn.Module, ABC):
 
     ``requires`` lists the batch keys the head reads (the core checks the dataset provides them).
     ``primary_metric`` / ``higher_is_better`` pick the best checkpoint when the recipe does not say.
+    ``exemplars`` (an :class:`ExemplarSpec`) asks the core for training exemplars beside each sample.
     """
 
     requires: ClassVar[tuple[str, ...]] = ()
+    exemplars: ExemplarSpec | None = None  # set (per instance) to receive training exemplars
     primary_metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
 

@@ -60,8 +60,28 @@ class AQAModel(nn.Module):
         return self.aggregator(feats.reshape(b, n, *feats.shape[1:]))
 
     def forward(self, batch: Batch) -> dict[str, Any]:
-        rep = self.represent(batch["video"])
+        rep = self.represent_batch(batch)
         return {head_id: head(rep) for head_id, head in self.heads.items()}
+
+    def represent_batch(self, batch: Batch) -> Representation:
+        """The batch's representation; attached exemplars (``exemplar_video`` ``B x K x C x T x H x W``)
+        go through the same backbone and aggregator and reach the heads in ``extra``."""
+        video, exemplars = batch["video"], batch.get("exemplar_video")
+        if exemplars is None:
+            return self.represent(video)
+        b, k = exemplars.shape[:2]
+        if exemplars.shape[3:] == video.shape[2:]:  # one batched forward for queries and exemplars
+            both = self.represent(torch.cat([video, exemplars.flatten(0, 1)]))
+            rep = Representation(both.pooled[:b], None if both.sequence is None else both.sequence[:b],
+                                 {name: t[:b] for name, t in both.extra.items()})
+            pooled = both.pooled[b:]
+        else:
+            rep, pooled = self.represent(video), self.represent(exemplars.flatten(0, 1)).pooled
+        rep.extra["exemplar_pooled"] = pooled.reshape(b, k, *pooled.shape[1:])
+        for name, value in batch.items():
+            if name.startswith("exemplar_") and name != "exemplar_video" and torch.is_tensor(value):
+                rep.extra[name] = value
+        return rep
 
     def fit_heads(self, labels: list[dict[str, Any]]) -> dict[str, Any]:
         """Let each head learn its data-derived state from training labels; returns it per head."""

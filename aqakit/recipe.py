@@ -68,6 +68,10 @@ class DataConfig:
     Frames are resized to ``resize`` ([height, width]) if set, then cropped to the backbone's frame
     size (``crop``: ``random`` or ``center`` for training; evaluation always crops the centre), then
     flipped horizontally with probability 0.5 in training if ``flip``. All on uint8, in the workers.
+
+    ``train_size`` trains on a seeded subset of that many training samples (after the validation part
+    is carved off; the test split is never touched). Subsets drawn with the same ``train_size_seed``
+    (default: the recipe's ``seed``) are nested: a smaller one lies inside every larger one.
     """
 
     dataset: ComponentConfig
@@ -78,6 +82,8 @@ class DataConfig:
     resize: list[int] | None = None
     crop: Literal["center", "random"] = "center"
     flip: bool = False
+    train_size: int | None = None
+    train_size_seed: int | None = None
 
 
 @dataclass
@@ -249,6 +255,8 @@ def _check_positive(recipe: Recipe) -> None:
     }
     if recipe.data.eval_batch_size is not None:
         checks["data.eval_batch_size"] = recipe.data.eval_batch_size >= 1
+    if recipe.data.train_size is not None:
+        checks["data.train_size"] = recipe.data.train_size >= 1
     for path, ok in checks.items():
         if not ok:
             value = _get_path(recipe, path)

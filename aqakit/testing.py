@@ -1,24 +1,29 @@
 """Contract checks every plugin component must pass, and pytest fixtures for plugin authors.
 
-Installed as a pytest plugin (entry point ``pytest11``), so in any package's tests::
+Installed as a pytest plugin (entry point ``pytest11``), so in any package's tests the whole test
+file of a plugin can be::
 
-    from aqakit.testing import check_component
+    import aqakit_plugin_mysport
+    from aqakit.testing import contract_tests
 
-    def test_my_backbone(aqakit_plugins, register_plugin):
-        import my_plugin
-        register_plugin(my_plugin)
-        check_component(aqakit_plugins.registry.get("backbone", "mine"))
+    test_contracts = contract_tests(aqakit_plugin_mysport, distribution="aqakit-plugin-mysport")
+
+``contract_tests`` makes one test per component the plugin registers, each running
+:func:`check_component` in a plugin set with only aqakit's bundled plugins plus this one (fixtures
+``aqakit_plugins`` and ``register_plugin``). :func:`check_recipe` validates a recipe, and trains it when
+given a run folder.
 
 Components are built with their defaults plus the class attribute ``contract_kwargs`` (a dict, or
 a function returning one, e.g. to render a tiny dataset first) when they need arguments to be small
 or valid. Heads build their test targets with ``example_batch``. Components whose inputs are not the
 default vectors (e.g. feature maps) provide ``contract_input(batch_size)``: the aggregator's input
-tensor, or the :class:`Representation` a head receives.
+tensor, or the :class:`Representation` a head receives. See docs/plugins/testing.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,6 +157,62 @@ def check_component(component: Any) -> None:
 
 def contract_ids(component: Any) -> str:
     return f"{component.kind}-{component.name}"
+
+
+def plugin_components(plugin: Any) -> list[tuple[str, str]]:
+    """``(kind, name)`` of every component ``plugin`` (a module or object with hooks) registers."""
+    from aqakit.hookspecs import COMPONENT_HOOKS
+
+    found: list[tuple[str, str]] = []
+    for hook, kind in COMPONENT_HOOKS.items():
+        function = getattr(plugin, hook, None)
+        if callable(function):
+            function(register=lambda name, *args, _kind=kind, **kwargs: found.append((_kind, name)))
+    return found
+
+
+def contract_tests(plugin: Any, distribution: str = "test") -> Callable[..., None]:
+    """A pytest test function running the contract check of every component ``plugin`` registers.
+
+    Assign it to a ``test_*`` name in a test module: ``test_contracts = contract_tests(my_plugin)``.
+    Each component is checked in a fresh plugin set (bundled plugins + ``plugin`` as ``distribution``),
+    so a name clash with a bundled component fails too.
+    """
+    components = plugin_components(plugin)
+    if not components:
+        raise ValueError(f"{getattr(plugin, '__name__', plugin)!r} registers no component")
+
+    @pytest.mark.parametrize("kind, name", components, ids=[f"{k}-{n}" for k, n in components])
+    def test_contract(aqakit_plugins: Any, register_plugin: Any, kind: str, name: str) -> None:
+        register_plugin(plugin, distribution=distribution)
+        check_component(aqakit_plugins.registry.get(kind, name))
+
+    return test_contract
+
+
+def check_recipe(path: str | Path, *overrides: str, run_dir: str | Path | None = None) -> Any:
+    """Validate the recipe at ``path`` (with ``a.b=v`` overrides) against the current plugin set.
+
+    Without ``run_dir`` it returns the :class:`aqakit.recipe.Recipe`. With ``run_dir`` (a folder that does
+    not exist yet, e.g. under ``tmp_path``) it also trains it and returns the run summary, after
+    asserting that every validation and test metric is a finite number.
+    """
+    import math
+
+    from aqakit import plugins
+    from aqakit.recipe import load_recipe
+
+    current = plugins.current()
+    recipe = load_recipe(path, overrides, registry=current.registry)
+    if run_dir is None:
+        return recipe
+    from aqakit.train import train
+
+    summary = train(recipe, current, run_dir=run_dir)
+    for split in ("val", "test"):
+        for metric, value in (summary.get(split) or {}).items():
+            assert isinstance(value, float) and math.isfinite(value), f"{split} metric {metric} is {value!r}"
+    return summary
 
 
 # -- fixtures --------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 import aqakit
 from aqakit import checkpoint, distributed
-from aqakit.data import (build_dataset, check_keys, make_loader, resolve_splits, to_device, training_labels,
-                         video_transform)
+from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, make_loader, resolve_splits,
+                         to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, evaluate, resolve_amp
 from aqakit.model import AQAModel, build_model
@@ -147,9 +147,11 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     # -- data, model, optimisation -------------------------------------------------------------------
     seed_everything(recipe.seed)
     dataset = build_dataset(recipe, registry)
-    splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed)
+    splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed, recipe.data.train_size,
+                            recipe.data.train_size_seed)
     model = build_model(recipe, registry)
     check_keys(recipe, dict(model.heads), dataset)
+    splits = attach_exemplars(splits, dataset, exemplar_spec(dict(model.heads)), recipe.seed)
     if state is not None:
         head_state = state.get("head_state", {})
         model.restore_heads(head_state)

@@ -74,3 +74,13 @@ def test_commands_work_with_the_broken_plugin_installed(args):
     result = run_aqakit(*args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_data_info_counts_text_classes_but_not_keys_or_commentary():
+    from aqakit.data_info import summarise
+
+    rows = [{"key": f"v{i}", "technique": t, "caption": f"clip {i}", "score": 1.5 * i}
+            for i, t in enumerate(["axe", "axe", "saw", "axe"])]
+    out = summarise(rows)
+    assert out["technique"] == {"classes": {"axe": 3, "saw": 1}}
+    assert "key" not in out and "caption" not in out and out["score"]["max"] == 4.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -11,6 +12,8 @@ from typing import Literal
 import click
 
 import aqakit
+from aqakit.errors import AqakitError
+from aqakit_diving import release
 from aqakit_diving.dataset import MTLAQA
 from aqakit_diving.release import CLASS_NAMES, NUM_CLASSES
 from aqakit_heads import ClassifyHead
@@ -25,15 +28,36 @@ def cache_dir() -> Path:
 
 def ensure_rendered(n: int, seed: int, size: int, frames: int, events: int) -> Path:
     """Render the synthetic diving set once into the cache (atomically: temp folder + rename)."""
-    target = cache_dir() / "diving_synth" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}-e{events}"
-    if (target / "final_annotations_dict.pkl").exists():
-        return target
     from aqakit_diving.synth import synthesize
 
+    target = cache_dir() / "diving_synth" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}-e{events}"
+    return _render_once(target, lambda out: synthesize(out, n=n, seed=seed, size=size, frames=frames, events=events))
+
+
+def ensure_twin(annotations: Path, limit: int | None, seed: int, size: int, frames: int) -> Path:
+    """Render the twin of a real annotation release once into the cache, keyed by the release's content."""
+    from aqakit_diving.synth import synthesize_twin
+
+    digest = hashlib.sha256()
+    for name in (release.ANNOTATIONS, release.CAPTIONS, release.split_file("train"), release.split_file("test")):
+        path = annotations / name
+        if not path.is_file():
+            raise AqakitError(f"diving_twin: {path} not found; 'annotations' must be a real MTL-AQA annotation "
+                              "folder (final_annotations_dict.pkl, final_captions_dict.pkl, the split pickles)")
+        digest.update(path.read_bytes())
+    target = cache_dir() / "diving_twin" / (f"v{RENDER_VERSION}-{digest.hexdigest()[:12]}-limit{limit or 'all'}"
+                                            f"-seed{seed}-px{size}-f{frames}")
+    return _render_once(target, lambda out: synthesize_twin(annotations, out, limit=limit, seed=seed, size=size,
+                                                            frames=frames))
+
+
+def _render_once(target: Path, render_into) -> Path:
+    if (target / "final_annotations_dict.pkl").exists():
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        synthesize(tmp, n=n, seed=seed, size=size, frames=frames, events=events)
+        render_into(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process (e.g. a DDP rank) finished first
@@ -60,6 +84,28 @@ class DivingSynth(MTLAQA):
         super().__init__(str(root), frames=frames or render_frames, window=window, jitter=jitter, short=short)
 
 
+class DivingTwin(MTLAQA):
+    """The rendered twin of a real MTL-AQA annotation release: its keys, splits, dive codes, scores and
+    commentary, with rendered video; generated on first use into the cache.
+
+    ``annotations``: the real annotation folder (default ``$AQAKIT_MTLAQA_ANNOTATIONS``); ``limit``: keep the
+    first ``limit`` train keys and a proportional number of test keys; the rest as for ``diving_synth``.
+    """
+
+    def __init__(self, annotations: str | None = None, limit: int | None = None, seed: int = 0, size: int = 64,
+                 render_frames: int = 48, frames: int | None = None, window: Literal["end", "span"] = "end",
+                 jitter: int = 2, short: Literal["pad", "refuse"] = "pad") -> None:
+        folder = annotations or os.environ.get("AQAKIT_MTLAQA_ANNOTATIONS")
+        if not folder:
+            raise AqakitError("diving_twin needs the real annotation folder: annotations=PATH (in a recipe: "
+                              "data.dataset.annotations) or the environment variable AQAKIT_MTLAQA_ANNOTATIONS")
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise AqakitError(f"diving_twin: annotation folder not found: {path}")
+        root = ensure_twin(path.resolve(), limit, seed, size, render_frames)
+        super().__init__(str(root), frames=frames or render_frames, window=window, jitter=jitter, short=short)
+
+
 class DiveCodeHead(ClassifyHead):
     """The factorised dive code: position (3), armstand (2), rotation type (4), somersaults (10), twists (8)."""
 
@@ -80,12 +126,16 @@ def _tiny_release() -> dict:
 
 
 MTLAQA.contract_kwargs = staticmethod(_tiny_release)
+# a rendered release has the real one's annotation layout, so it stands in for it in the contract checks
+DivingTwin.contract_kwargs = staticmethod(lambda: {"annotations": _tiny_release()["root"], "limit": 4, "size": 32,
+                                                   "render_frames": 16})
 
 
 @aqakit.hookimpl
 def register_datasets(register):
     register("mtl_aqa", MTLAQA)
     register("diving_synth", DivingSynth)
+    register("diving_twin", DivingTwin)
 
 
 @aqakit.hookimpl

@@ -33,7 +33,7 @@ class MTLAQA(Dataset):
     that share keys (QUIRKS 13: that leaks test data; refused by default).
     """
 
-    provides = (*LABEL_KEYS, "caption")
+    provides = (*LABEL_KEYS, "caption", "judge_scores")  # narrowed per instance to what the files hold
 
     def __init__(self, root: str | None = None, annotations: str | None = None, split_variant: str = "0",
                  train_list: str | None = None, test_list: str | None = None, frames: int = 103,
@@ -53,8 +53,10 @@ class MTLAQA(Dataset):
         self.annotations = release.load_annotations(ann_dir)
         caption_path = ann_dir / release.CAPTIONS
         self.captions = release.load_captions(ann_dir) if caption_path.exists() else None
-        if self.captions is None:
-            self.provides = LABEL_KEYS
+        # the seven judges' marks: in the rendered data, not in the real release (FORMAT.md)
+        self.has_judges = all(isinstance(a.get("judge_scores"), (list, tuple)) for a in self.annotations.values())
+        self.provides = (*LABEL_KEYS, *(("caption",) if self.captions is not None else ()),
+                         *(("judge_scores",) if self.has_judges else ()))
         self.lists: dict[str, list[Key]] = {}
         self.list_paths: dict[str, Path] = {}
         for name, given in (("train", train_list), ("test", test_list)):
@@ -124,6 +126,8 @@ class MTLAQA(Dataset):
         ann = self.annotations[key]
         out: dict[str, Any] = {"score": float(ann["final_score"]), "difficulty": float(ann["difficulty"])}
         out.update({f: int(ann[f]) for f in DIVE_CODE_FIELDS})
+        if self.has_judges:
+            out["judge_scores"] = [float(m) for m in ann["judge_scores"]]
         if self.captions is not None:
             tokens = [t for t in self.captions[key] if t not in ("<sos>", "<eos>")]
             out["caption"] = " ".join(tokens)
@@ -191,7 +195,10 @@ class DiveSplit(torch.utils.data.Dataset):
         key = self.keys[i]
         jitter = self.owner.jitter if self.augment else 0
         shift = int(torch.randint(-jitter, jitter + 1, ())) if jitter else 0
-        return {"video": self.owner.load_video(key, shift), **self.owner.label(key), "key": key_name(key)}
+        label = self.owner.label(key)
+        if "judge_scores" in label:  # a tensor, so that batches collate to B x judges
+            label["judge_scores"] = torch.tensor(label["judge_scores"], dtype=torch.float32)
+        return {"video": self.owner.load_video(key, shift), **label, "key": key_name(key)}
 
 
 def key_name(key: Key) -> str:

@@ -1,1 +1,18 @@
-"""Bundled modern backbones: pytorchvideo 3D CNNs and timm 2D image models applied per frame."""
+"""Bundled modern backbones: pytorchvideo 3D CNNs and timm 2D image models applied per frame.
+
+pytorchvideo and timm are imported when a backbone is built, not when aqakit loads its plugins.
+"""
+
+from __future__ import annotations
+
+import aqakit
+from aqakit_modern.frame_nets import TSN
+from aqakit_modern.pytorchvideo_nets import I3D, R2Plus1D, X3D, Slow, SlowFast
+
+BACKBONES = {"i3d": I3D, "x3d": X3D, "r2plus1d": R2Plus1D, "slow": Slow, "slowfast": SlowFast, "tsn": TSN}
+
+
+@aqakit.hookimpl
+def register_backbones(register):
+    for name, factory in BACKBONES.items():
+        register(name, factory)
