@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aqakit.render2d import encode_jpeg, torch_threads
 from aqakit_diving import render, synth
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     # where the time goes, on the same kind of dives
     event = synth.make_event(0, 1)
     t_render = t_jpeg = 0.0
-    with render.torch_threads(1):
+    with torch_threads(1):
         for i in range(min(args.n, 10)):
             rng = synth.dive_rng(0, (1, i + 1))
             code = synth.sample_code(rng, event.style.platform)
@@ -45,7 +46,7 @@ def main() -> None:
             t0 = time.perf_counter()
             video = render.render_dive(spec, event.style, args.size, args.frames)
             t1 = time.perf_counter()
-            render.encode_jpeg(video)
+            encode_jpeg(video)
             t_render += t1 - t0
             t_jpeg += time.perf_counter() - t1
     k = min(args.n, 10)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import click
 
 import aqakit
+from aqakit.cache import build_once, cache_dir
 from aqakit.errors import AqakitError
 from aqakit_diving import release
 from aqakit_diving.dataset import MTLAQA
@@ -21,17 +20,13 @@ from aqakit_heads import ClassifyHead
 RENDER_VERSION = 1  # bump when the renderer's output changes, so cached datasets are re-rendered
 
 
-def cache_dir() -> Path:
-    """``$AQAKIT_CACHE`` or ``~/.cache/aqakit``: where generated datasets live."""
-    return Path(os.environ.get("AQAKIT_CACHE") or Path.home() / ".cache" / "aqakit").expanduser()
-
-
 def ensure_rendered(n: int, seed: int, size: int, frames: int, events: int) -> Path:
     """Render the synthetic diving set once into the cache (atomically: temp folder + rename)."""
     from aqakit_diving.synth import synthesize
 
     target = cache_dir() / "diving_synth" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}-e{events}"
-    return _render_once(target, lambda out: synthesize(out, n=n, seed=seed, size=size, frames=frames, events=events))
+    return build_once(target, release.ANNOTATIONS,
+                      lambda out: synthesize(out, n=n, seed=seed, size=size, frames=frames, events=events))
 
 
 def ensure_twin(annotations: Path, limit: int | None, seed: int, size: int, frames: int) -> Path:
@@ -47,25 +42,8 @@ def ensure_twin(annotations: Path, limit: int | None, seed: int, size: int, fram
         digest.update(path.read_bytes())
     target = cache_dir() / "diving_twin" / (f"v{RENDER_VERSION}-{digest.hexdigest()[:12]}-limit{limit or 'all'}"
                                             f"-seed{seed}-px{size}-f{frames}")
-    return _render_once(target, lambda out: synthesize_twin(annotations, out, limit=limit, seed=seed, size=size,
-                                                            frames=frames))
-
-
-def _render_once(target: Path, render_into) -> Path:
-    if (target / "final_annotations_dict.pkl").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        render_into(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process (e.g. a DDP rank) finished first
-            if not (target / "final_annotations_dict.pkl").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, release.ANNOTATIONS,
+                      lambda out: synthesize_twin(annotations, out, limit=limit, seed=seed, size=size, frames=frames))
 
 
 class DivingSynth(MTLAQA):

@@ -25,16 +25,15 @@ and segment in one tensor operation, with anti-aliased edges.
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from aqakit.render2d import capsules, chunks, composite, side_weight, smooth, smoothstep, torch_threads
 
 VIEW_M = 5.0                      # metres across the frame at zoom 1
 VIEW_CENTRE = (0.9, 1.85)         # world point at the image centre (before the event's shift)
@@ -162,11 +161,6 @@ def to_world(style: EventStyle, size: int, u, v):
 
 # ------------------------------------------------------------------------------------- background
 
-def _smooth(d_px):
-    """Anti-aliased inside weight from a signed distance in pixels (positive inside)."""
-    return (d_px + 0.5).clamp(0.0, 1.0)
-
-
 @lru_cache(maxsize=64)
 def _background(style: EventStyle, size: int) -> torch.Tensor:
     v, u = torch.meshgrid(torch.arange(size, dtype=torch.float32) + 0.5,
@@ -180,30 +174,30 @@ def _background(style: EventStyle, size: int) -> torch.Tensor:
     img = col(style.sky_bottom) * (1 - t) + col(style.sky_top) * t
     # back wall with tile lines
     wall = col(style.wall) * (1 - 0.08 * (torch.sin(x * 9.0).abs() < 0.12).float()[..., None])
-    img = torch.lerp(img, wall, _smooth((style.wall_top - y) * k)[..., None])
+    img = torch.lerp(img, wall, smooth((style.wall_top - y) * k)[..., None])
     # water: gradient with depth, ripples near the surface
     depth = (-y).clamp(min=0)
     t = (depth / 1.2).clamp(0, 1)[..., None]
     water = col(style.water_top) * (1 - t) + col(style.water_deep) * t
     water = water * (1 + 0.06 * torch.sin(7 * x + 11 * y) * torch.exp(-depth * 2))[..., None]
-    img = torch.lerp(img, water, _smooth(-y * k)[..., None])
-    img = torch.lerp(img, col((0.85, 0.92, 0.97)), (_smooth((0.025 - y.abs()) * k) * 0.7)[..., None])
+    img = torch.lerp(img, water, smooth(-y * k)[..., None])
+    img = torch.lerp(img, col((0.85, 0.92, 0.97)), (smooth((0.025 - y.abs()) * k) * 0.7)[..., None])
     # apparatus
     h = style.height
     board = col(style.board)
     if style.platform:
-        slab = _smooth(torch.minimum(-x, torch.minimum(h - y, y - (h - 0.30))) * k)
-        tower = _smooth(torch.minimum(-0.9 - x, h - y) * k)
+        slab = smooth(torch.minimum(-x, torch.minimum(h - y, y - (h - 0.30))) * k)
+        tower = smooth(torch.minimum(-0.9 - x, h - y) * k)
         img = torch.lerp(img, board * 0.82, tower[..., None])
         img = torch.lerp(img, board, slab[..., None])
-        edge = _smooth(torch.minimum(torch.minimum(-x, 0.05 + x), torch.minimum(h - y, y - (h - 0.30))) * k)
+        edge = smooth(torch.minimum(torch.minimum(-x, 0.05 + x), torch.minimum(h - y, y - (h - 0.30))) * k)
         img = torch.lerp(img, col((0.97, 0.97, 0.95)), edge[..., None])
     else:
-        stand = _smooth(torch.minimum(torch.minimum(-1.25 - x, x + 1.6), h - 0.1 - y) * k)
+        stand = smooth(torch.minimum(torch.minimum(-1.25 - x, x + 1.6), h - 0.1 - y) * k)
         img = torch.lerp(img, col((0.45, 0.47, 0.52)), stand[..., None])
-        plank = _smooth(torch.minimum(-x, torch.minimum(h - y, y - (h - 0.09))) * k)
+        plank = smooth(torch.minimum(-x, torch.minimum(h - y, y - (h - 0.09))) * k)
         img = torch.lerp(img, board, plank[..., None])
-        stripe = _smooth(torch.minimum(torch.minimum(-x, x + 0.5), torch.minimum(h - y, y - (h - 0.03))) * k)
+        stripe = smooth(torch.minimum(torch.minimum(-x, x + 0.5), torch.minimum(h - y, y - (h - 0.03))) * k)
         img = torch.lerp(img, col((0.2, 0.35, 0.75)), stripe[..., None])
     return img.contiguous()
 
@@ -220,13 +214,8 @@ def render_background(style: EventStyle, size: int = 112) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- pose
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
 def _bump(s: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
-    return _smoothstep((s - a) / (b - a)) * (1 - _smoothstep((s - c) / (d - c)))
+    return smoothstep((s - a) / (b - a)) * (1 - smoothstep((s - c) / (d - c)))
 
 
 def _ik(target_a: float, target_b: float) -> tuple[float, float]:
@@ -305,13 +294,13 @@ def dive_pose(spec: DiveSpec, frames: int, board_height: float = SPRINGBOARD_H) 
     theta = theta0 + f * sdir * total * np.interp(s, fine, progress)
     phi = np.zeros_like(s)
     if tw_win:
-        phi = spec.tw_no * math.pi * _smoothstep((s - tw_win[0]) / (tw_win[3] - tw_win[0]))
+        phi = spec.tw_no * math.pi * smoothstep((s - tw_win[0]) / (tw_win[3] - tw_win[0]))
 
     # joint angles in the body frame (0 = towards the head, pi/2 = towards the chest)
     thigh_p, knee_p, ua_p, fa_p = _position_pose(spec.position, spec.tightness)
     ua_tw, fa_tw = math.radians(160), math.radians(20)
     entry_arm = 0.0 if head_first else math.pi
-    arm_straight = entry_arm * _smoothstep((s - 0.78) / 0.18)
+    arm_straight = entry_arm * smoothstep((s - 0.78) / 0.18)
     k_st = 1 - k_pos - k_tw
     thigh = k_st * math.pi + k_pos * thigh_p + k_tw * math.pi
     knee = k_pos * knee_p
@@ -320,12 +309,12 @@ def dive_pose(spec: DiveSpec, frames: int, board_height: float = SPRINGBOARD_H) 
     if not spec.armstand:  # crouch and arm swing on the board
         q = np.clip(u / u0, 0, 1)
         crouch = np.sin(math.pi * np.clip((q - 0.3) / 0.65, 0, 1)) ** 2
-        arms_up = _smoothstep((q - 0.45) / 0.5)
+        arms_up = smoothstep((q - 0.45) / 0.5)
         thigh = np.where(stance, math.pi - math.radians(70) * crouch, thigh)
         knee = np.where(stance, math.radians(110) * crouch, knee)
         ua = np.where(stance, math.pi * (1 - arms_up) + math.radians(40) * crouch * (1 - arms_up), ua)
         fa = np.where(stance, ua, fa)
-    split = math.radians(spec.legs_apart) / 2 * _smoothstep((s - 0.1) / 0.15)
+    split = math.radians(spec.legs_apart) / 2 * smoothstep((s - 0.1) / 0.15)
     th1, th2 = thigh + split, thigh - split
 
     zero = np.zeros_like(s)
@@ -374,55 +363,6 @@ def dive_pose(spec: DiveSpec, frames: int, board_height: float = SPRINGBOARD_H) 
 
 # -------------------------------------------------------------------------------------- rendering
 
-def _capsules(p0: torch.Tensor, p1: torch.Tensor, r: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor,
-              box: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coverage of capsules over per-frame crops. p0, p1: (T, S, 2) pixels; r: (T, S); ox, oy: (T,)
-    crop origins. Returns coverage (T, S, box, box) and pixel offsets from p0 (dx, dy), broadcastable."""
-    grid = torch.arange(box, dtype=torch.float32) + 0.5
-    xs = (ox[:, None] + grid)[:, None, None, :]                      # (T,1,1,B)
-    ys = (oy[:, None] + grid)[:, None, :, None]                      # (T,1,B,1)
-    px = xs - p0[..., 0, None, None]                                 # (T,S,1,B)
-    py = ys - p0[..., 1, None, None]                                 # (T,S,B,1)
-    d = p1 - p0
-    dx, dy = d[..., 0, None, None], d[..., 1, None, None]
-    inv = 1.0 / (dx * dx + dy * dy + 1e-6)
-    h = ((px * dx + py * dy) * inv).clamp(0.0, 1.0)
-    dist = torch.sqrt((px - h * dx) ** 2 + (py - h * dy) ** 2)
-    cov = (r[..., None, None] - dist + 0.5).clamp(0.0, 1.0)
-    return cov, px, py
-
-
-def _composite(out: torch.Tensor, color: torch.Tensor, alpha: torch.Tensor, ox: np.ndarray, oy: np.ndarray,
-               frames_idx: np.ndarray) -> None:
-    """Blend premultiplied crops (N, B, B, 3) / (N, B, B) into ``out`` (T, H, W, 3) at the given origins."""
-    H, W = out.shape[1:3]
-    box = alpha.shape[-1]
-    for i, t in enumerate(frames_idx):
-        x0, y0 = int(ox[i]), int(oy[i])
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + box, W), min(y0 + box, H)
-        if xa >= xb or ya >= yb:
-            continue
-        a = alpha[i, ya - y0:yb - y0, xa - x0:xb - x0, None]
-        region = out[t, ya:yb, xa:xb]
-        region.mul_(1 - a).add_(color[i, ya - y0:yb - y0, xa - x0:xb - x0])
-
-
-def _side_weight(offset: torch.Tensor, radius: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """Weight of the body's front (chest/face) at a pixel: the visible surface point at normalised offset
-    ``u`` across a round cross-section is at angle arccos(u); it is on the front when within 90 degrees
-    of the twist angle."""
-    alpha = torch.arccos((offset / radius).clamp(-1.0, 1.0))
-    return (0.5 + 2.5 * torch.cos(alpha - phi)).clamp(0.0, 1.0)
-
-
-CHUNK_ELEMENTS = 4_000_000  # per-pixel-per-segment work done at once (bounds memory at large sizes)
-
-
-def _chunks(idx: np.ndarray, per_frame: int) -> list[np.ndarray]:
-    step = max(1, CHUNK_ELEMENTS // max(per_frame, 1))
-    return [idx[i:i + step] for i in range(0, len(idx), step)]
-
-
 @torch.no_grad()
 def render_dive(spec: DiveSpec, style: EventStyle, size: int = 112, frames: int = 103) -> np.ndarray:
     """Render the window of a dive: ``(frames, size, size, 3)`` uint8 RGB.
@@ -463,21 +403,21 @@ def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int,
     visible = np.nonzero((ox + box > 0) & (ox < size) & (oy + box > 0) & (oy < size))[0]
     skin = torch.tensor(SKINS[spec.skin % len(SKINS)])
     grid = torch.arange(box, dtype=torch.float32) + 0.5
-    for idx in _chunks(visible, p0.shape[1] * box * box):
+    for idx in chunks(visible, p0.shape[1] * box * box):
         def t_(a):
             return torch.from_numpy(np.ascontiguousarray(a[idx])).float()
         r = t_(radii)
-        cov, px, py = _capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
+        cov, px, py = capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
         nt, ph = t_(n), t_(phi)[:, None, None]
         legs = cov[:, 0:4].amax(1)
         arm = cov[:, 5:7].amax(1)
         head = torch.maximum(cov[:, 7], cov[:, 8])
         # torso and head: front (chest, face) vs back (suit back, hair) by the twist angle
         off = px[:, 4] * nt[:, 0, None, None] + py[:, 4] * nt[:, 1, None, None]
-        front = _side_weight(off, r[:, 4, None, None], ph)[..., None]
+        front = side_weight(off, r[:, 4, None, None], ph)[..., None]
         suit = front * torch.tensor(SUIT_FRONT) + (1 - front) * torch.tensor(SUIT_BACK)
         off = px[:, 7] * nt[:, 0, None, None] + py[:, 7] * nt[:, 1, None, None]
-        face = torch.maximum(_side_weight(off, r[:, 7, None, None], ph), cov[:, 8])[..., None]
+        face = torch.maximum(side_weight(off, r[:, 7, None, None], ph), cov[:, 8])[..., None]
         head_color = face * skin + (1 - face) * torch.tensor(HAIR)
         color = legs[..., None] * skin
         alpha = legs
@@ -488,7 +428,7 @@ def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int,
         _, wy = to_world(style, size, t_(ox)[:, None, None] + grid[None, None, :],
                          t_(oy)[:, None, None] + grid[None, :, None])
         under = torch.where(wy < 0, 0.55 * torch.exp(wy / 0.5), torch.ones_like(wy))
-        _composite(out, color * under[..., None], alpha * under, ox[idx], oy[idx], idx)
+        composite(out, color * under[..., None], alpha * under, ox[idx], oy[idx], idx)
 
 
 def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int, pose: Pose) -> None:
@@ -538,39 +478,15 @@ def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int
     box = int(math.ceil(2 * half_m * k.max())) + 2
     ox = np.full(len(idx), math.floor(cx[0] - box / 2), dtype=np.int64)
     oy = np.full(len(idx), math.floor(cy[0] - box / 2), dtype=np.int64)
-    for sel in _chunks(np.arange(len(idx)), S * box * box):
+    for sel in chunks(np.arange(len(idx)), S * box * box):
         def f(a):
             return torch.from_numpy(np.ascontiguousarray(a[sel])).float()
-        cov, _, _ = _capsules(f(p0), f(p1), f(radii), f(ox), f(oy), box)
+        cov, _, _ = capsules(f(p0), f(p1), f(radii), f(ox), f(oy), box)
         a = (cov * f(alphas)[..., None, None]).amax(1)
-        _composite(out, a[..., None] * torch.tensor(SPLASH), a, ox[sel], oy[sel], idx[sel])
+        composite(out, a[..., None] * torch.tensor(SPLASH), a, ox[sel], oy[sel], idx[sel])
 
 
 # ------------------------------------------------------------------------------------------ output
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads (rendering is fastest single-threaded: small tensors, and
-    OpenMP threads stall badly when the machine is busy); restores the previous setting."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:
-    """JPEG bytes of each ``(H, W, 3)`` uint8 frame (PIL, deterministic)."""
-    from PIL import Image
-
-    out = []
-    for frame in frames:
-        buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-        out.append(buf.getvalue())
-    return out
-
 
 def montage(path: Path, specs: list[tuple[DiveSpec, EventStyle]] | None = None, n_frames: int = 6,
             size: int = 112, frames: int = 103, labels: list[str] | None = None) -> Path:

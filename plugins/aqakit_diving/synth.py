@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from aqakit.errors import AqakitError
+from aqakit.render2d import encode_jpeg, torch_threads
 
 from . import release, render
 from .release import Key
@@ -373,7 +374,7 @@ class _FrameWriter:
 def _progress(total: int, enabled: bool, desc: str) -> Iterator[Any]:
     from tqdm import tqdm
 
-    with render.torch_threads(1), tqdm(total=total, disable=not enabled, desc=desc, unit="dive") as bar:
+    with torch_threads(1), tqdm(total=total, disable=not enabled, desc=desc, unit="dive") as bar:
         yield bar
 
 
@@ -442,7 +443,7 @@ def synthesize(out: Path, n: int, seed: int = 0, size: int = 112, frames: int = 
                 ex = sample_execution(rng, dd)
                 quality = ex.quality()
                 marks = judge_marks(rng, quality)
-                jpegs = render.encode_jpeg(render.render_dive(dive_spec(code, ex, rng), event.style, size, frames))
+                jpegs = encode_jpeg(render.render_dive(dive_spec(code, ex, rng), event.style, size, frames))
                 for _ in range(GAP if sid == 1 else GAP - GAP // 2):
                     number += 1
                     writer.put(number, jpegs[0])
@@ -515,7 +516,7 @@ def synthesize_twin(annotation_dir: Path, out: Path, limit: int | None = None, s
             rng = dive_rng(seed, key)
             ex = execution_for_quality(rng, quality)
             marks = judges_for_score(rng, score, dd)
-            jpegs = render.encode_jpeg(render.render_dive(dive_spec(code, ex, rng), events[key[0]].style, size, frames))
+            jpegs = encode_jpeg(render.render_dive(dive_spec(code, ex, rng), events[key[0]].style, size, frames))
             end = int(real["end_frame"])
             writer = writers[key[0]]
             window = range(end - frames + 1, end + 1)

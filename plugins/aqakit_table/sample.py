@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from aqakit import video
+from aqakit.cache import build_once, cache_dir
 
 SAMPLE_VERSION = 1  # bump when the sample's content changes, so cached copies are rewritten
 COLUMNS = ("path", "score", "technique", "caption", "group")
@@ -47,25 +46,7 @@ def write_sample(folder: str | os.PathLike[str], n: int = 12, frames: int = 12, 
     return folder
 
 
-def cache_dir() -> Path:
-    """``$AQAKIT_CACHE`` or ``~/.cache/aqakit``: where generated datasets live."""
-    return Path(os.environ.get("AQAKIT_CACHE") or Path.home() / ".cache" / "aqakit").expanduser()
-
-
 def cached_sample(n: int = 8, frames: int = 8, size: int = 32, seed: int = 0) -> Path:
     """:func:`write_sample` once into the cache (atomically: a temp folder renamed into place)."""
     target = cache_dir() / "video_table" / f"v{SAMPLE_VERSION}-n{n}-f{frames}-px{size}-seed{seed}"
-    if (target / "labels.csv").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write_sample(tmp, n=n, frames=frames, size=size, seed=seed)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "labels.csv").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, "labels.csv", lambda out: write_sample(out, n=n, frames=frames, size=size, seed=seed))

@@ -6,14 +6,12 @@ into the cache); command ``aqakit synth vault``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import click
 
 import aqakit
-from aqakit_diving import cache_dir
+from aqakit.cache import build_once, cache_dir
 from aqakit_vault.aqa7 import AQA7, COMPETITIONS_FILE
 
 RENDER_VERSION = 1  # bump when the renderer's output changes, so cached datasets are re-rendered
@@ -21,23 +19,11 @@ RENDER_VERSION = 1  # bump when the renderer's output changes, so cached dataset
 
 def ensure_rendered(n: int, seed: int, size: int, frames: int, competitions: int) -> Path:
     """Render the synthetic vault set once into the cache (atomically: temp folder + rename)."""
-    target = cache_dir() / "vault_synth" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}-c{competitions}"
-    if (target / COMPETITIONS_FILE).exists():
-        return target
     from aqakit_vault.synth import synthesize
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        synthesize(tmp, n=n, seed=seed, size=size, frames=frames, competitions=competitions)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process (e.g. a DDP rank) finished first
-            if not (target / COMPETITIONS_FILE).exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    target = cache_dir() / "vault_synth" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}-c{competitions}"
+    return build_once(target, COMPETITIONS_FILE, lambda out: synthesize(out, n=n, seed=seed, size=size, frames=frames,
+                                                                       competitions=competitions))
 
 
 class VaultSynth(AQA7):

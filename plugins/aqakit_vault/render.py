@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit_diving.render import _capsules, _chunks, _composite, _side_weight, _smooth, _smoothstep, torch_threads
+from aqakit.render2d import capsules, chunks, composite, side_weight, smooth, smoothstep, torch_threads
 
 # Apparatus (metres).
 BOARD_X0, BOARD_X1, BOARD_LOW, BOARD_HIGH = -2.05, -1.4, 0.05, 0.22
@@ -140,7 +140,7 @@ def _keys(u: np.ndarray, keys: list[tuple[float, float]]) -> np.ndarray:
     """Smoothstep interpolation through ``(time, value)`` keys (held flat outside them)."""
     out = np.full_like(u, keys[0][1])
     for (t0, v0), (t1, v1) in zip(keys, keys[1:]):
-        w = _smoothstep((u - t0) / max(t1 - t0, 1e-6))
+        w = smoothstep((u - t0) / max(t1 - t0, 1e-6))
         out = np.where(u >= t0, v0 + (v1 - v0) * w, out)
     return out
 
@@ -172,11 +172,14 @@ def _angles(spec: VaultSpec, u: np.ndarray, p: dict[str, float]) -> dict[str, np
     """Body rotation, twist and joint angles at window fractions ``u``."""
     yurchenko = spec.family == "yurchenko"
     base = 2 * math.pi if yurchenko else 0.0
-    run = 1 - _smoothstep((u - p["roundoff"] + 0.02) / 0.05) if yurchenko else 1 - _smoothstep((u - p["board"] + 0.03) / 0.03)
+    if yurchenko:
+        run = 1 - smoothstep((u - p["roundoff"] + 0.02) / 0.05)
+    else:
+        run = 1 - smoothstep((u - p["board"] + 0.03) / 0.03)
     stride = np.sin(2 * math.pi * u / 0.085)
     rot_err = math.radians(spec.rotation_error)
     turns = 2 * math.pi * (1 + spec.saltos)
-    land_theta = base + math.pi * 1.1 + (turns - math.pi * 1.1) + rot_err
+    land_theta = base + turns + rot_err
     upright = base + turns
     L, F = p["land"], p["land"] - p["off"]
     settle = L + 0.07
@@ -306,7 +309,7 @@ def vault_pose(spec: VaultSpec, frames: int) -> Pose:
     hip = np.stack([x_run, y_ground], 1)
 
     n = len(u_frames)
-    take, table, off, land = (hip[n + i].copy() for i in range(4))
+    take = hip[n].copy()
     table = np.array([HAND_X, TABLE_H + R_FOREARM]) - hand[n + 1]
     off = np.array([HAND_X, TABLE_H + R_FOREARM]) - hand[n + 2]
     land = np.array([spec.distance, _rest(rel[n + 3], MAT_H)])
@@ -323,8 +326,8 @@ def vault_pose(spec: VaultSpec, frames: int) -> Pose:
     shift = spec.step * _keys(u, [(p["land"] + 0.04, 0.0), (p["land"] + 0.12, 1.0)]) if spec.landing == "step" else 0.0
     if spec.landing == "fall":
         shift = -0.25 * _keys(u, [(p["land"], 0.0), (p["land"] + 0.08, 1.0)])
-    x_after = spec.distance + shift
-    hip = np.where(after[:, None], np.stack([x_after + 0 * u, _rest(rel, MAT_H)], 1), hip)
+    x_after = spec.distance + shift + 0 * u
+    hip = np.where(after[:, None], np.stack([x_after, _rest(rel, MAT_H)], 1), hip)
     joints = hip[:, None] + rel
     return Pose(joints=joints[:n], front=front[:n], twist=ang["phi"][:n], phases=p)
 
@@ -399,34 +402,34 @@ def _background(style: CompetitionStyle, cam: Camera, frames: int) -> torch.Tens
     t = (0.5 + 0.5 * torch.sin(5.1 * x + 2.3 * y) * torch.cos(3.7 * x - 4.1 * y)).clamp(0, 1)[..., None]
     dots = 0.85 + 0.15 * torch.sin(17.0 * x) * torch.sin(13.0 * y)
     img = (col(style.crowd[0]) * (1 - t) + col(style.crowd[1]) * t) * dots[..., None]
-    img = lay(img, col(style.roof), _smooth((y - 3.4) * k))
+    img = lay(img, col(style.roof), smooth((y - 3.4) * k))
     # advertising boards behind the apparatus
     panel = torch.floor(x / style.ad_width).long() % len(style.ads)
     ads = torch.stack([col(c) for c in style.ads])[panel]
-    img = lay(img, ads, _smooth((style.ad_height - y) * k))
-    img = lay(img, col((0.97, 0.97, 0.97)), _smooth((0.025 - (y - style.ad_height).abs()) * k))
+    img = lay(img, ads, smooth((style.ad_height - y) * k))
+    img = lay(img, col((0.97, 0.97, 0.97)), smooth((0.025 - (y - style.ad_height).abs()) * k))
     # floor (seen from slightly above), the runway strip up to the board
     depth = (-y).clamp(min=0)
     floor = col(style.floor) * (1 - 0.25 * (depth / 1.5).clamp(0, 1))[..., None]
-    img = lay(img, floor, _smooth(-y * k))
-    img = lay(img, col(style.runway), _smooth(torch.minimum(_box(x, y, -50.0, BOARD_X1, -0.4, -0.05),
+    img = lay(img, floor, smooth(-y * k))
+    img = lay(img, col(style.runway), smooth(torch.minimum(_box(x, y, -50.0, BOARD_X1, -0.4, -0.05),
                                                             torch.ones_like(x)) * k))
     # landing mat
-    img = lay(img, col(style.mat), _smooth(_box(x, y, MAT_X0, MAT_X1, -0.12, MAT_H) * k))
+    img = lay(img, col(style.mat), smooth(_box(x, y, MAT_X0, MAT_X1, -0.12, MAT_H) * k))
     img = lay(img, col(tuple(min(1.0, c * 1.25) for c in style.mat)),
-              _smooth(_box(x, y, MAT_X0, MAT_X1, MAT_H - 0.04, MAT_H) * k))
+              smooth(_box(x, y, MAT_X0, MAT_X1, MAT_H - 0.04, MAT_H) * k))
     # springboard: a wedge on a dark base
     top = BOARD_LOW + (BOARD_HIGH - BOARD_LOW) * ((x - BOARD_X0) / (BOARD_X1 - BOARD_X0)).clamp(0, 1)
     wedge = torch.minimum(torch.minimum(x - BOARD_X0, BOARD_X1 - x), torch.minimum(y, top - y))
-    img = lay(img, col((0.2, 0.2, 0.24)), _smooth(wedge * k))
-    img = lay(img, col(style.board), _smooth(torch.minimum(wedge, 0.05 - (top - y)) * k))
-    img = lay(img, col((0.75, 0.12, 0.10)), _smooth(_box(x, y, BOARD_X0, BOARD_X1, 0.0, 0.05) * k))
+    img = lay(img, col((0.2, 0.2, 0.24)), smooth(wedge * k))
+    img = lay(img, col(style.board), smooth(torch.minimum(wedge, 0.05 - (top - y)) * k))
+    img = lay(img, col((0.75, 0.12, 0.10)), smooth(_box(x, y, BOARD_X0, BOARD_X1, 0.0, 0.05) * k))
     # vault table: base, column, padded top
     tcol = col(style.table)
-    img = lay(img, tcol * 0.55, _smooth(_box(x, y, -0.45, 0.45, 0.0, 0.08) * k))
-    img = lay(img, col((0.55, 0.55, 0.58)), _smooth(_box(x, y, -0.07, 0.07, 0.0, TABLE_H - TABLE_T) * k))
-    img = lay(img, tcol, _smooth(_box(x, y, -TABLE_HALF, TABLE_HALF, TABLE_H - TABLE_T, TABLE_H) * k))
-    img = lay(img, tcol * 0.7, _smooth(_box(x, y, -TABLE_HALF, TABLE_HALF, TABLE_H - TABLE_T, TABLE_H - TABLE_T + 0.03)
+    img = lay(img, tcol * 0.55, smooth(_box(x, y, -0.45, 0.45, 0.0, 0.08) * k))
+    img = lay(img, col((0.55, 0.55, 0.58)), smooth(_box(x, y, -0.07, 0.07, 0.0, TABLE_H - TABLE_T) * k))
+    img = lay(img, tcol, smooth(_box(x, y, -TABLE_HALF, TABLE_HALF, TABLE_H - TABLE_T, TABLE_H) * k))
+    img = lay(img, tcol * 0.7, smooth(_box(x, y, -TABLE_HALF, TABLE_HALF, TABLE_H - TABLE_T, TABLE_H - TABLE_T + 0.03)
                                        * k))
     return img
 
@@ -468,26 +471,26 @@ def _draw_gymnast(out: torch.Tensor, spec: VaultSpec, cam: Camera, pose: Pose) -
     visible = np.nonzero((ox + box > 0) & (ox < size) & (oy + box > 0) & (oy < size))[0]
     skin = torch.tensor(SKINS[spec.skin % len(SKINS)])
     suit_front, suit_back = (torch.tensor(c) for c in LEOTARDS[spec.leotard % len(LEOTARDS)])
-    for idx in _chunks(visible, p0.shape[1] * box * box):
+    for idx in chunks(visible, p0.shape[1] * box * box):
         def t_(a):
             return torch.from_numpy(np.ascontiguousarray(a[idx])).float()
         r = t_(radii)
-        cov, px, py = _capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
+        cov, px, py = capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
         nt, ph = t_(n), t_(phi)[:, None, None]
         legs = cov[:, 0:4].amax(1)
         arm = cov[:, 5:7].amax(1)
         off = px[:, 4] * nt[:, 0, None, None] + py[:, 4] * nt[:, 1, None, None]
-        front = _side_weight(off, r[:, 4, None, None], ph)[..., None]
+        front = side_weight(off, r[:, 4, None, None], ph)[..., None]
         suit = front * suit_front + (1 - front) * suit_back
         off = px[:, 7] * nt[:, 0, None, None] + py[:, 7] * nt[:, 1, None, None]
-        face = _side_weight(off, r[:, 7, None, None], ph)[..., None]
+        face = side_weight(off, r[:, 7, None, None], ph)[..., None]
         head_color = face * skin + (1 - face) * torch.tensor(HAIR)
         color = legs[..., None] * skin
         alpha = legs
         for a, c in ((cov[:, 4], suit), (arm, skin), (cov[:, 7], head_color)):
             color = color * (1 - a[..., None]) + c * a[..., None]
             alpha = alpha * (1 - a) + a
-        _composite(out, color, alpha, ox[idx], oy[idx], idx)
+        composite(out, color, alpha, ox[idx], oy[idx], idx)
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ probability that grows with it, else ``stuck``. What the renderer shows (:func:`
 | legs | legs apart up to 40 degrees in both flights | 0.5 * b |
 | arms | elbows bent up to 70 degrees on the table | 0.5 * b |
 | rotation | body 55 * b degrees off upright at touchdown (over or short) | 0.3 * b |
-| landing | stuck / a step of 0.15-0.6 m (forward when over-rotated) / a fall to sitting | 0 / 0.1 + 0.5 * length / 1.0 |
+| landing | stuck / a step of 0.15-0.6 m (forward if over-rotated) / a fall to sitting | 0 / 0.1 + 0.5 * step / 1 |
 
 The true execution score is ``E = 10 - sum of deductions``.
 
@@ -54,7 +54,7 @@ import numpy as np
 import scipy.io
 
 from aqakit.errors import AqakitError
-from aqakit_diving.render import encode_jpeg
+from aqakit.render2d import encode_jpeg
 
 from . import aqa7, render
 
@@ -100,8 +100,8 @@ def sample_code(rng: np.random.Generator, level: float = 0.0) -> VaultCode:
     if saltos == 0:
         return VaultCode(family, 0, 0, "layout")
     if saltos == 1 and rng.random() < 0.6:
-        p_tw = np.clip(np.array([0.1, 0.2, 0.3, 0.2, 0.12, 0.08]) + level * np.array([-0.05, -0.05, 0, 0.03, 0.04, 0.03]),
-                       0.01, 1)
+        p_tw = np.array([0.1, 0.2, 0.3, 0.2, 0.12, 0.08]) + level * np.array([-0.05, -0.05, 0, 0.03, 0.04, 0.03])
+        p_tw = np.clip(p_tw, 0.01, 1)
         return VaultCode(family, 1, int(rng.choice(6, p=p_tw / p_tw.sum())), "layout")
     return VaultCode(family, saltos, 0, "tuck" if rng.random() < 0.55 else "pike")
 
@@ -207,7 +207,9 @@ def _split(groups: dict[str, list[int]], test_fraction: float, seed: int) -> tup
     test: list[int] = []
     for name in sorted(groups):
         ids = [groups[name][i] for i in rng.permutation(len(groups[name]))]
-        n_test = min(max(int(round(test_fraction * len(ids))), 1), len(ids) - 1) if test_fraction > 0 and len(ids) > 1 else 0
+        n_test = 0
+        if test_fraction > 0 and len(ids) > 1:
+            n_test = min(max(int(round(test_fraction * len(ids))), 1), len(ids) - 1)
         test += ids[:n_test]
         train += ids[n_test:]
     return sorted(train), sorted(test)

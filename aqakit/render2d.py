@@ -1,0 +1,98 @@
+"""Small 2D drawing helpers shared by the procedural renderers (diving, vault): anti-aliased distance
+fields, capsule coverage over per-frame crops, premultiplied compositing, and JPEG output."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+__all__ = ["CHUNK_ELEMENTS", "capsules", "chunks", "composite", "encode_jpeg", "side_weight", "smooth", "smoothstep",
+           "torch_threads"]
+
+
+def smooth(d_px):
+    """Anti-aliased inside weight from a signed distance in pixels (positive inside)."""
+    return (d_px + 0.5).clamp(0.0, 1.0)
+
+
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def capsules(p0: torch.Tensor, p1: torch.Tensor, r: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor,
+             box: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coverage of capsules over per-frame crops. p0, p1: (T, S, 2) pixels; r: (T, S); ox, oy: (T,)
+    crop origins. Returns coverage (T, S, box, box) and pixel offsets from p0 (dx, dy), broadcastable."""
+    grid = torch.arange(box, dtype=torch.float32) + 0.5
+    xs = (ox[:, None] + grid)[:, None, None, :]                      # (T,1,1,B)
+    ys = (oy[:, None] + grid)[:, None, :, None]                      # (T,1,B,1)
+    px = xs - p0[..., 0, None, None]                                 # (T,S,1,B)
+    py = ys - p0[..., 1, None, None]                                 # (T,S,B,1)
+    d = p1 - p0
+    dx, dy = d[..., 0, None, None], d[..., 1, None, None]
+    inv = 1.0 / (dx * dx + dy * dy + 1e-6)
+    h = ((px * dx + py * dy) * inv).clamp(0.0, 1.0)
+    dist = torch.sqrt((px - h * dx) ** 2 + (py - h * dy) ** 2)
+    cov = (r[..., None, None] - dist + 0.5).clamp(0.0, 1.0)
+    return cov, px, py
+
+
+def composite(out: torch.Tensor, color: torch.Tensor, alpha: torch.Tensor, ox: np.ndarray, oy: np.ndarray,
+              frames_idx: np.ndarray) -> None:
+    """Blend premultiplied crops (N, B, B, 3) / (N, B, B) into ``out`` (T, H, W, 3) at the given origins."""
+    H, W = out.shape[1:3]
+    box = alpha.shape[-1]
+    for i, t in enumerate(frames_idx):
+        x0, y0 = int(ox[i]), int(oy[i])
+        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + box, W), min(y0 + box, H)
+        if xa >= xb or ya >= yb:
+            continue
+        a = alpha[i, ya - y0:yb - y0, xa - x0:xb - x0, None]
+        region = out[t, ya:yb, xa:xb]
+        region.mul_(1 - a).add_(color[i, ya - y0:yb - y0, xa - x0:xb - x0])
+
+
+def side_weight(offset: torch.Tensor, radius: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Weight of the body's front (chest/face) at a pixel: the visible surface point at normalised offset
+    ``u`` across a round cross-section is at angle arccos(u); it is on the front when within 90 degrees
+    of the twist angle."""
+    alpha = torch.arccos((offset / radius).clamp(-1.0, 1.0))
+    return (0.5 + 2.5 * torch.cos(alpha - phi)).clamp(0.0, 1.0)
+
+
+CHUNK_ELEMENTS = 4_000_000  # per-pixel-per-segment work done at once (bounds memory at large sizes)
+
+
+def chunks(idx: np.ndarray, per_frame: int) -> list[np.ndarray]:
+    step = max(1, CHUNK_ELEMENTS // max(per_frame, 1))
+    return [idx[i:i + step] for i in range(0, len(idx), step)]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads (rendering is fastest single-threaded: small tensors, and
+    OpenMP threads stall badly when the machine is busy); restores the previous setting."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:
+    """JPEG bytes of each ``(H, W, 3)`` uint8 frame (PIL, deterministic)."""
+    from PIL import Image
+
+    out = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
