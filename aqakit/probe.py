@@ -14,6 +14,7 @@ averaged with Fisher's z.
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import time
@@ -83,8 +84,9 @@ def _checkpoint_label(path: Path) -> str:
 
 
 def load_models(sources: list[str], plugins: Plugins, baseline: str | None = None) -> list[ProbeModel]:
-    """Rows of the comparison: each checkpoint; each recipe as random init; with ``baseline='random'``
-    a random-init row per checkpoint architecture (same recipe and input window), listed first."""
+    """Rows of the comparison: each checkpoint; each recipe as built (random init, or its backbone's
+    ``weights``); with ``baseline='random'`` a random-init row per checkpoint architecture (same recipe
+    without pretrained ``weights``, same input window), listed first."""
     from aqakit.recipe import load_recipe
 
     baselines: list[ProbeModel] = []
@@ -93,12 +95,15 @@ def load_models(sources: list[str], plugins: Plugins, baseline: str | None = Non
         path = Path(src)
         if path.suffix in (".yaml", ".yml"):
             recipe = load_recipe(path, registry=plugins.registry)
-            rows.append(random_init_model(recipe, plugins, f"random init ({path.stem})", str(path)))
+            what = "init" if recipe.model.backbone.args.get("weights") else "random init"  # e.g. Sports-1M C3D
+            rows.append(random_init_model(recipe, plugins, f"{what} ({path.stem})", str(path)))
             continue
         model = load_checkpoint_model(path, plugins, _checkpoint_label(path))
         rows.append(model)
         if baseline == "random":
-            baselines.append(random_init_model(model.recipe, plugins, f"random init ({model.recipe.name})",
+            recipe = copy.deepcopy(model.recipe)
+            recipe.model.backbone.args.pop("weights", None)  # random means random, even if it was pretrained
+            baselines.append(random_init_model(recipe, plugins, f"random init ({recipe.name})",
                                                f"{path} (recipe)", frames=model.frames))
     models, seen = [], set()
     for m in baselines + rows:
@@ -196,7 +201,8 @@ def resolve_groups(parts: list[Features], dataset_name: str, groups_file: Path |
         groups = [c for p in parts for c in p.meta["competition"]]
         if not all(groups):
             raise AqakitError(f"dataset '{dataset_name}' records no competition for {groups.count('')} of its "
-                              f"{len(groups)} samples; pass --groups FILE (CSV: key,group) for the out-of-dataset protocol")
+                              f"{len(groups)} samples; pass --groups FILE (CSV: key,group) for the out-of-dataset "
+                              "protocol")
     if len(set(groups)) < 2:
         raise AqakitError(f"the out-of-dataset protocol needs at least 2 competitions; found {len(set(groups))} "
                           f"({', '.join(sorted(set(groups)))})")

@@ -44,7 +44,7 @@ class ProbeModel:
     """One row of the comparison: a frozen model, its input window and a content digest."""
 
     label: str
-    kind: str  # "checkpoint" or "random init"
+    kind: str  # "checkpoint" or "recipe" (weights as the recipe builds them: random or pretrained)
     source: str
     model: AQAModel
     recipe: Recipe
@@ -110,7 +110,8 @@ def load_checkpoint_model(path: Path, plugins: Plugins, label: str) -> ProbeMode
 
 def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
                       frames: int | None = None) -> ProbeModel:
-    """The recipe's model with weights drawn from ``recipe.seed`` (the random-init baseline).
+    """The recipe's model as built with ``recipe.seed``: random init (the baseline), or the backbone's
+    pretrained ``weights`` file where the recipe names one (its content is part of the digest).
 
     ``frames`` defaults to the window the recipe's clips need (clip count and stride both set), else
     each sample keeps its own length."""
@@ -122,9 +123,12 @@ def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
     clips, clip_len = recipe.model.clips, model.backbone.spec.clip_len
     if frames is None and clip_len and clips.count and clips.stride:
         frames = (clips.count - 1) * clips.stride + clip_len
-    payload = json.dumps({"random_init": recipe.to_dict(), "torch": torch.__version__.split("+")[0]},
-                         sort_keys=True, default=str)
-    return ProbeModel(label, "random init", source, _freeze(model), recipe, frames,
+    weights = recipe.model.backbone.args.get("weights")
+    weights_file = Path(weights).expanduser() if weights else None
+    weights_digest = file_digest(weights_file) if weights_file and weights_file.is_file() else None
+    payload = json.dumps({"random_init": recipe.to_dict(), "weights": weights_digest,
+                          "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)
+    return ProbeModel(label, "recipe", source, _freeze(model), recipe, frames,
                       hashlib.sha256(payload.encode()).hexdigest())
 
 
@@ -186,7 +190,8 @@ def _read(path: Path) -> Features | None:
 
 
 def split_features(model: ProbeModel, dataset: Dataset, name: str, args: dict[str, Any], split: str,
-                   layers: list[str], cache: Path, batch_size: int = 8, workers: int = 0) -> tuple[dict[str, Features], int]:
+                   layers: list[str], cache: Path, batch_size: int = 8,
+                   workers: int = 0) -> tuple[dict[str, Features], int]:
     """``{layer: Features}`` for one split, from the cache where present; returns also how many
     layers had to be computed (0 = all cached)."""
     paths = {layer: cache / f"{cache_key(model, name, args, split, layer)}.pt" for layer in layers}

@@ -66,7 +66,6 @@ def argument_tables(text: str) -> dict[str, set[str]]:
 
 def undocumented(path: Path) -> list[str]:
     text = RECIPES_DOC.read_text(encoding="utf-8")
-    documented = set(TICKED.findall(text))
     tables = argument_tables(text)
     readme = next((p / "README.md" for p in path.parents if (p / "README.md").is_file() and p != ROOT), None)
     if readme is not None:
@@ -74,7 +73,7 @@ def undocumented(path: Path) -> list[str]:
             tables.setdefault(name, set()).update(args)
     missing = []
     for key, component in recipe_keys(yaml.safe_load(path.read_text(encoding="utf-8"))):
-        if component is None and key not in documented:
+        if component is None and f"`{key}`" not in text:
             missing.append(key)
         elif component is not None and key not in tables.get(component, set()):
             missing.append(f"{component}.{key}")

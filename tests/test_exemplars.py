@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from aqakit.data import (WithExemplars, attach_exemplars, check_keys, exemplar_spec, make_loader, resolve_splits)
+from aqakit.data import WithExemplars, attach_exemplars, check_keys, exemplar_spec, make_loader, resolve_splits
 from aqakit.distributed import DistInfo
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset, ExemplarSpec

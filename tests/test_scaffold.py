@@ -88,3 +88,25 @@ def test_only_the_kinds_asked_for_with_stand_ins_in_a_valid_recipe(tmp_path, mon
     recipe = check_recipe(module_dir / "headonly.yaml")
     assert (recipe.model.backbone.name, recipe.model.heads["score"].name) == ("c3d", "headonly_score")
     assert recipe.data.dataset.name == "diving_synth"
+
+
+def test_contract_tests_are_parametrized_over_what_a_plugin_registers():
+    import aqakit
+    from aqakit.testing import contract_tests, plugin_components
+
+    class Plugin:
+        @aqakit.hookimpl
+        def register_heads(self, register):
+            register("one", object)
+            register("two", object, description="x")
+
+        @aqakit.hookimpl
+        def register_datasets(self, register):
+            register("three", object)
+
+    assert plugin_components(Plugin()) == [("head", "one"), ("head", "two"), ("dataset", "three")]
+    test = contract_tests(Plugin(), distribution="d")
+    marks = [m for m in test.pytestmark if m.name == "parametrize"]
+    assert marks and marks[0].args[1] == [("head", "one"), ("head", "two"), ("dataset", "three")]
+    with pytest.raises(ValueError, match="registers no component"):
+        contract_tests(object())

@@ -152,7 +152,8 @@ def test_class_spearman_averages_with_fisher_z():
 # ---------------------------------------------------------------------------------------- renderer
 
 def test_renderer_is_deterministic_and_faults_are_visible():
-    spec, style = render.VaultSpec("yurchenko", 1, 2, "layout"), render.sample_competition_style(np.random.default_rng(1))
+    spec = render.VaultSpec("yurchenko", 1, 2, "layout")
+    style = render.sample_competition_style(np.random.default_rng(1))
     with render.torch_threads(1):
         a = render.render_vault(spec, style, 32, 16)
         assert a.shape == (16, 32, 32, 3) and a.dtype == np.uint8

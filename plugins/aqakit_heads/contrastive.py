@@ -39,7 +39,8 @@ class CoReHead(TaskHead):
                  loss: Literal["l2", "l1", "l2+l1"] = "l2", use_difficulty: bool = False) -> None:
         super().__init__()
         if train_exemplars < 1 or eval_exemplars < 1:
-            raise ValueError(f"train_exemplars and eval_exemplars must be >= 1, got {train_exemplars}, {eval_exemplars}")
+            raise ValueError(f"train_exemplars and eval_exemplars must be >= 1, got {train_exemplars} and "
+                             f"{eval_exemplars}")
         if scale <= 0 or hidden < 1:
             raise ValueError(f"scale and hidden must be > 0, got {scale}, {hidden}")
         self.scale, self.loss_kind, self.use_difficulty = float(scale), loss, bool(use_difficulty)

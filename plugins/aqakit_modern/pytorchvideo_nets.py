@@ -119,9 +119,10 @@ class X3D(PyTorchVideoBackbone):
         frames, crop = X3D_VARIANTS[variant]
         clip_len, frame_size = clip_len or frames, frame_size or crop
         self._check_common(clip_len, frame_size, width, blocks)
-        # the builder's clip/crop only size its head pool, which strip_head makes global
+        # the builder's clip/crop only size its head pool, which strip_head makes global; nn.SiLU is
+        # pytorchvideo's Swish (x * sigmoid(x)) without its deprecated custom autograd function
         net = _pv("x3d").create_x3d(input_clip_length=frames, input_crop_size=crop, width_factor=2.0 * width,
-                                    head_dim_out=head_dim)
+                                    head_dim_out=head_dim, inner_act=nn.SiLU)
         self._setup(net, clip_len, frame_size, blocks, weights)
 
 

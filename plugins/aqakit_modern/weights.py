@@ -107,7 +107,7 @@ def load_weights(module: nn.Module, path: str | Path, *, name: str,
         raise AqakitError(f"{name}: no key of {report.file} matches this backbone (e.g. file key "
                           f"'{next(iter(state))}', backbone key '{next(iter(own))}'): a checkpoint of another model?")
     module.load_state_dict(matched, strict=False)
-    report.loaded = sorted(matched)
+    report.loaded, report.head, report.unexpected = sorted(matched), sorted(report.head), sorted(report.unexpected)
     report.missing = sorted(k for k in own if k not in matched and not k.endswith("num_batches_tracked"))
     print(report.line(name), file=sys.stderr)
     return report

@@ -70,9 +70,9 @@ class SkatingJumps(Dataset):
     """
 
     provides = ("score", "base_value", "goe", "jump", "rotations", "under_rotated")
-    contract_kwargs = {"n": 6, "frames": 24, "size": 32}
+    contract_kwargs = {"n": 6, "frames": 16, "size": 32}
 
-    def __init__(self, root: str | None = None, frames: int = 24, n: int = 120, seed: int = 0,
+    def __init__(self, root: str | None = None, frames: int = 16, n: int = 120, seed: int = 0,
                  size: int = 32) -> None:
         self.root = Path(root) if root else ensure_sample(n, seed, size, frames)
         self.frames = frames

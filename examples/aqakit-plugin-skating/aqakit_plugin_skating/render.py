@@ -20,7 +20,7 @@ import torch
 from aqakit.video import write_video
 from aqakit_plugin_skating.protocol import JUMPS, MAX_ROTATIONS, TOE_JUMPS, element_code
 
-RENDER_VERSION = 1
+RENDER_VERSION = 3
 JUDGES = 9
 ICE = (205, 215, 230)
 LEG_ANGLES = (200.0, 225.0, 250.0, 290.0, 315.0, 340.0)  # free leg at take-off, degrees, per jump type
@@ -58,13 +58,15 @@ def _figure(img: np.ndarray, x: float, feet: float, turn: float, tilt: float, le
 
 
 def render_jump(jump: int, rotations: int, under_rotated: bool, quality: float, size: int = 32,
-                frames: int = 24, seed: int = 0) -> torch.Tensor:
-    """uint8 ``3 x frames x size x size``: take-off (quarter of the frames), flight (half), landing."""
+                frames: int = 16, seed: int = 0) -> torch.Tensor:
+    """uint8 ``3 x frames x size x size``: take-off (a quarter of the frames), flight (longer with more
+    rotations), landing."""
     g = np.random.default_rng(seed)
-    s = size / 32
+    s = size / 24
     ice = size - 3 * s
-    takeoff, air = frames // 4, frames // 2
-    height = (7 + 3 * quality + 1.5 * rotations) * s  # higher, better jumps
+    takeoff = frames // 4
+    air = min(frames - takeoff - 1, round(frames * (0.2 + 0.1 * rotations)))  # more turns, longer flight
+    height = (3 + 2 * quality + 1.5 * rotations) * s  # higher, better jumps
     tilt_end = (0.15 + 0.35 * (1 - quality) + (0.3 if under_rotated else 0.0)) * (1 if g.random() < 0.5 else -1)
     total = 2 * math.pi * (rotations - (0.25 if under_rotated else 0.0))
     video = np.empty((frames, size, size, 3), dtype=np.uint8)
@@ -94,7 +96,7 @@ def judge(quality: float, under_rotated: bool, rng: np.random.Generator) -> list
     return [int(np.clip(round(true + rng.normal(0, 0.7)), -5, 5)) for _ in range(JUDGES)]
 
 
-def synthesize(folder: str | Path, n: int = 96, seed: int = 0, size: int = 32, frames: int = 24) -> Path:
+def synthesize(folder: str | Path, n: int = 120, seed: int = 0, size: int = 32, frames: int = 16) -> Path:
     """Write ``n`` jumps as ``videos/NNNN.mp4`` plus ``protocol.csv`` (every 5th jump in the test split)."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)

@@ -45,7 +45,7 @@ def test_protocol_sheet_errors_name_the_line(tmp_path):
 
 def test_renders_are_deterministic_and_show_the_jump():
     a = render_jump(4, 3, False, 0.5, seed=1)
-    assert a.dtype == torch.uint8 and a.shape == (3, 24, 32, 32)
+    assert a.dtype == torch.uint8 and a.shape == (3, 16, 32, 32)
     assert torch.equal(a, render_jump(4, 3, False, 0.5, seed=1))
     assert not torch.equal(a, render_jump(4, 3, True, 0.5, seed=1))   # the under-rotation is visible
     assert not torch.equal(a, render_jump(0, 3, False, 0.5, seed=1))  # so is the take-off
