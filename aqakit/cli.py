@@ -234,6 +234,20 @@ def synth_group() -> None:
     """Render synthetic datasets with known ground truth (sports add their own subcommands)."""
 
 
+def synth_commands(group: click.Group) -> click.Group:
+    """The ``synth`` group of ``group`` (a plugin's ``register_commands`` adds its renderer to it),
+    created when a host CLI lacks it."""
+    found = group.commands.get("synth")
+    if isinstance(found, click.Group):
+        return found
+
+    @group.group("synth")
+    def synth() -> None:
+        """Render synthetic datasets with known ground truth."""
+
+    return synth
+
+
 @cli.group("data")
 def data_group() -> None:
     """Inspect datasets."""

@@ -232,8 +232,9 @@ def run_probe(sources: list[str], dataset_name: str, dataset_args: list[str], pl
     except (ValueError, TypeError) as exc:
         raise AqakitError(f"dataset '{dataset_name}': {' '.join(str(exc).split())}") from None
     if "out-of-dataset" in protocols and groups_file is None and "competition" not in dataset.provides:
-        raise AqakitError(f"dataset '{dataset_name}' records no competition per sample; pass --groups FILE "
-                          "(CSV: key,group) for the out-of-dataset protocol")
+        hint = getattr(dataset, "competition_help", "") or f"dataset '{dataset_name}' records no competition per sample"
+        raise AqakitError(f"the out-of-dataset protocol needs each sample's competition: {hint.rstrip('.')}; "
+                          "or pass --groups FILE (CSV: key,group)")
     models = load_models(sources, plugins, baseline)
     check_layers(models, layers)
     splits = list(dataset.splits())

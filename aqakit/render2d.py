@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["CHUNK_ELEMENTS", "capsules", "chunks", "composite", "encode_jpeg", "side_weight", "smooth", "smoothstep",
-           "torch_threads"]
+__all__ = ["CHUNK_ELEMENTS", "capsules", "chunks", "composite", "encode_jpeg", "save_grid", "side_weight", "smooth",
+           "smoothstep", "torch_threads"]
 
 
 def smooth(d_px):
@@ -96,3 +97,22 @@ def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:
         out.append(buf.getvalue())
     return out
 
+
+
+def save_grid(path: str | Path, rows: list[np.ndarray], row_height: int, labels: list[str] | None = None) -> Path:
+    """Save ``rows`` (each ``(row_height, W, 3)`` uint8, e.g. frames side by side) stacked as one PNG,
+    with an optional text label left of each row."""
+    from PIL import Image, ImageDraw
+
+    grid = np.concatenate(rows, 0)
+    label_w = 150 if labels else 0
+    canvas = Image.new("RGB", (grid.shape[1] + label_w, grid.shape[0]), (255, 255, 255))
+    canvas.paste(Image.fromarray(grid), (label_w, 0))
+    if labels:
+        draw = ImageDraw.Draw(canvas)
+        for i, text in enumerate(labels):
+            draw.multiline_text((4, i * row_height + 4), text, fill=(0, 0, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, format="PNG", optimize=True)
+    return path

@@ -41,19 +41,32 @@ def test_sport_word_pattern_is_able_to_fail():
 def test_plugins_lists_the_example():
     from aqakit import plugins
 
-    loaded = plugins.Plugins(strict=True, selected={DIST}).load()
+    loaded = plugins.Plugins(strict=False, selected={DIST}).load()
     record = next(r for r in loaded.records.values() if r.distribution == DIST)
     assert record.components == {"dataset": ["skating_jumps"], "head": ["jump_element"]} and not record.errors
 
 
-@needs_example
-def test_the_example_passes_its_own_tests():
+def _example_tests(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("AQAKIT_DEBUG", "AQAKIT_STRICT_PLUGINS")}
     env["AQAKIT_LOAD_PLUGINS"] = DIST
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=EXAMPLE,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *args],
+                          cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=600)
+
+
+@needs_example
+def test_the_example_passes_its_own_tests():
+    """All but its one-epoch training run (that one is in the slow test below; keeps this suite fast)."""
+    done = _example_tests("-k", "not recipe_trains")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-1000:]
+    assert re.search(r"\b6 passed\b", done.stdout) and "skipped" not in done.stdout, done.stdout[-1000:]
+
+
+@needs_example
+@pytest.mark.slow
+def test_the_example_passes_all_its_own_tests():
+    done = _example_tests()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert re.search(r"\b7 passed\b", done.stdout), done.stdout[-1000:]
 
 
 @needs_example
@@ -64,4 +77,4 @@ def test_the_example_recipe_trains_as_shipped(tmp_path):
                       timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["test"]["element.spearman"] > 0.3, summary["test"]
+    assert summary["test"]["element.spearman"] > 0.8, summary["test"]  # measured 0.92

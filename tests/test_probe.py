@@ -67,6 +67,7 @@ class ProbeNoiseNoGroups(ProbeNoise):
     """The same videos without a competition label."""
 
     provides = ("score", "class")
+    competition_help = "no competitions file here; pass competitions=PATH"  # as aqa7 says where it looked
 
     def split(self, name: str, augment: bool = False) -> torch.utils.data.Dataset:
         n, offset = self.sizes[name]
@@ -293,7 +294,7 @@ def test_clear_errors(probe_env, aqakit_plugins):
     one_line_error(probe(ckpt, "--dataset", "probe_noise", "--layers", "c1,c9"), "unknown layer 'c9'",
                    "c1, c2, c3, c4, c5")
     one_line_error(probe(ckpt, "--dataset", "probe_noise_nogroups", "--protocol", "out-of-dataset"),
-                   "records no competition", "--groups")
+                   "needs each sample's competition: no competitions file here", "--groups FILE")
     groups = probe_env["root"] / "groups.csv"
     groups.write_text("s000,x\ns001,y\n")
     one_line_error(probe(ckpt, "--dataset", "probe_noise_nogroups", "--protocol", "out-of-dataset",

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_aqakit
+from conftest import has_distribution, run_aqakit
 
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
@@ -26,6 +26,8 @@ def test_new_plugin_installs_passes_its_tests_and_trains(tmp_path):
     assert made.exit_code == 0, made.output
     package = tmp_path / "aqakit-plugin-demo"
     assert "Framework :: aqakit" in (package / "pyproject.toml").read_text()
+    if has_distribution("aqakit-plugin-demo"):  # left behind by a killed run: its folder is gone
+        _pip("uninstall", "-y", "-q", "aqakit-plugin-demo")
     installed = _pip("install", "--no-deps", "--no-build-isolation", "-q", "-e", str(package))
     try:
         assert installed.returncode == 0, installed.stderr[-2000:]

@@ -118,14 +118,9 @@ def register_datasets(register):
 
 @aqakit.hookimpl
 def register_commands(cli):
-    synth_group = cli.commands.get("synth")
-    if synth_group is None:  # a host CLI without aqakit's own 'synth' group
+    from aqakit.cli import synth_commands
 
-        @cli.group("synth")
-        def synth_group() -> None:
-            """Render synthetic datasets with known ground truth."""
-
-    @synth_group.command("diving")
+    @synth_commands(cli).command("diving")
     @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write (release layout).")
     @click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of dives.")
     @click.option("--seed", type=int, default=0, show_default=True)

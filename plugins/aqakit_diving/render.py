@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.render2d import capsules, chunks, composite, side_weight, smooth, smoothstep, torch_threads
+from aqakit.render2d import capsules, chunks, composite, save_grid, side_weight, smooth, smoothstep, torch_threads
 
 VIEW_M = 5.0                      # metres across the frame at zoom 1
 VIEW_CENTRE = (0.9, 1.85)         # world point at the image centre (before the event's shift)
@@ -491,8 +491,6 @@ def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int
 def montage(path: Path, specs: list[tuple[DiveSpec, EventStyle]] | None = None, n_frames: int = 6,
             size: int = 112, frames: int = 103, labels: list[str] | None = None) -> Path:
     """Save a PNG grid: one row per dive, ``n_frames`` frames from takeoff to splash."""
-    from PIL import Image, ImageDraw
-
     if specs is None:
         specs, labels = _demo_dives()
     rows = []
@@ -502,18 +500,7 @@ def montage(path: Path, specs: list[tuple[DiveSpec, EventStyle]] | None = None, 
         u0, u1 = spec.takeoff, spec.takeoff + spec.flight
         picks = np.linspace(u0 - 0.05, u1 + 0.08, n_frames)
         rows.append(np.concatenate([video[min(int(p * frames), frames - 1)] for p in picks], 1))
-    grid = np.concatenate(rows, 0)
-    label_w = 150 if labels else 0
-    canvas = Image.new("RGB", (grid.shape[1] + label_w, grid.shape[0]), (255, 255, 255))
-    canvas.paste(Image.fromarray(grid), (label_w, 0))
-    if labels:
-        draw = ImageDraw.Draw(canvas)
-        for i, text in enumerate(labels):
-            draw.multiline_text((4, i * size + 4), text, fill=(0, 0, 0))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG", optimize=True)
-    return path
+    return save_grid(path, rows, size, labels)
 
 
 def _demo_dives() -> tuple[list[tuple[DiveSpec, EventStyle]], list[str]]:

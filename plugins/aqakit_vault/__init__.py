@@ -58,14 +58,9 @@ def register_datasets(register):
 
 @aqakit.hookimpl
 def register_commands(cli):
-    synth_group = cli.commands.get("synth")
-    if synth_group is None:  # a host CLI without aqakit's own 'synth' group
+    from aqakit.cli import synth_commands
 
-        @cli.group("synth")
-        def synth_group() -> None:
-            """Render synthetic datasets with known ground truth."""
-
-    @synth_group.command("vault")
+    @synth_commands(cli).command("vault")
     @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write (AQA-7 layout).")
     @click.option("--n", "n", type=click.IntRange(min=1, max=999), default=176, show_default=True,
                   help="Number of vaults.")

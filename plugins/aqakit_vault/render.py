@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.render2d import capsules, chunks, composite, side_weight, smooth, smoothstep, torch_threads
+from aqakit.render2d import capsules, chunks, composite, save_grid, side_weight, smooth, smoothstep, torch_threads
 
 # Apparatus (metres).
 BOARD_X0, BOARD_X1, BOARD_LOW, BOARD_HIGH = -2.05, -1.4, 0.05, 0.22
@@ -506,26 +506,13 @@ def render_vault(spec: VaultSpec, style: CompetitionStyle, size: int = 112, fram
 def montage(path: Path, specs: list[tuple[VaultSpec, CompetitionStyle]], n_frames: int = 8, size: int = 96,
             frames: int = 48, labels: list[str] | None = None) -> Path:
     """Save a PNG grid: one row per vault, ``n_frames`` frames spread over the window."""
-    from PIL import Image, ImageDraw
-
     rows = []
     for spec, style in specs:
         with torch_threads(1):
             video = render_vault(spec, style, size, frames)
         picks = np.linspace(0, frames - 1, n_frames).round().astype(int)
         rows.append(np.concatenate([video[i] for i in picks], 1))
-    grid = np.concatenate(rows, 0)
-    label_w = 150 if labels else 0
-    canvas = Image.new("RGB", (grid.shape[1] + label_w, grid.shape[0]), (255, 255, 255))
-    canvas.paste(Image.fromarray(grid), (label_w, 0))
-    if labels:
-        draw = ImageDraw.Draw(canvas)
-        for i, text in enumerate(labels):
-            draw.multiline_text((4, i * size + 4), text, fill=(0, 0, 0))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG", optimize=True)
-    return path
+    return save_grid(path, rows, size, labels)
 
 
 def demo_vaults() -> tuple[list[tuple[VaultSpec, CompetitionStyle]], list[str]]:

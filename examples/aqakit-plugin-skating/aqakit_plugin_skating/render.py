@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from aqakit.cache import build_once, cache_dir
 from aqakit.video import write_video
 from aqakit_plugin_skating.protocol import JUMPS, MAX_ROTATIONS, TOE_JUMPS, element_code
 
@@ -24,11 +22,6 @@ RENDER_VERSION = 3
 JUDGES = 9
 ICE = (205, 215, 230)
 LEG_ANGLES = (200.0, 225.0, 250.0, 290.0, 315.0, 340.0)  # free leg at take-off, degrees, per jump type
-
-
-def cache_dir() -> Path:
-    """``$AQAKIT_CACHE`` or ``~/.cache/aqakit``: where generated data lives."""
-    return Path(os.environ.get("AQAKIT_CACHE") or Path.home() / ".cache" / "aqakit").expanduser()
 
 
 def _line(img: np.ndarray, a: tuple[float, float], b: tuple[float, float], color: tuple[int, int, int]) -> None:
@@ -120,17 +113,4 @@ def synthesize(folder: str | Path, n: int = 120, seed: int = 0, size: int = 32, 
 def ensure_sample(n: int, seed: int, size: int, frames: int) -> Path:
     """Render the sample once into the cache (atomically: a temporary folder, then a rename)."""
     target = cache_dir() / "skating_jumps" / f"v{RENDER_VERSION}-n{n}-seed{seed}-px{size}-f{frames}"
-    if (target / "protocol.csv").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        synthesize(tmp, n=n, seed=seed, size=size, frames=frames)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "protocol.csv").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, "protocol.csv", lambda tmp: synthesize(tmp, n=n, seed=seed, size=size, frames=frames))
