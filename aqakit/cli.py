@@ -298,7 +298,7 @@ def new_plugin_cmd(name: str, parent: str, kinds: str) -> None:
 @click.option("--cache", "cache", type=click.Path(file_okay=False), default=None,
               help="Feature cache folder (default $AQAKIT_CACHE/probe).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write probe.txt/.json/.png here.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write probe_<dataset>.txt/.json/.png here.")
 def probe_cmd(sources: tuple[str, ...], dataset_name: str, layers: str, protocol: str, baseline: str | None,
               groups_file: str | None, alphas: str | None, folds: int, batch_size: int, workers: int,
               cache: str | None, as_json: bool, out: str | None) -> None:

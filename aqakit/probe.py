@@ -345,9 +345,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
-    """``probe.txt``, ``probe.json`` and ``probe.png`` in ``out``."""
+    """``probe_<dataset>.txt``, ``.json`` and ``.png`` in ``out`` (several datasets can share a folder)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "probe.txt", out / "probe.json", out / "probe.png"]
+    stem = f"probe_{result['dataset']}"
+    paths = [out / f"{stem}.txt", out / f"{stem}.json", out / f"{stem}.png"]
     checkpoint.atomic_write_text(paths[0], format_table(result) + "\n")
     checkpoint.atomic_write_json(paths[1], result)
     plot(result, paths[2])

@@ -266,9 +266,9 @@ def test_probe_end_to_end_cache_reuse_and_invalidation(probe_env):
             assert set(row) == {"c1", "c3", "c5"} and set(row["c1"]["per_class"]) == {"a", "b"}
             assert row["c1"]["spearman"] > 0.6, (protocol, label, row["c1"])  # brightness -> score, linearly
     assert res["cache"]["computed"] == 2 * 2 * 3 and res["cache"]["reused"] == 0
-    assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "probe.json").read_text())["results"] == res["results"]
-    assert "random init (probe_tiny)" in (out / "probe.txt").read_text()
+    assert (out / "probe_probe_noise.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "probe_probe_noise.json").read_text())["results"] == res["results"]
+    assert "random init (probe_tiny)" in (out / "probe_probe_noise.txt").read_text()
 
     again = probe(ckpt, "--dataset", "probe_noise", "n_train=30", "--baseline", "random", "--layers", "c1,c3,c5",
                   "--alphas", "1,100", "--json")
