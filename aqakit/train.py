@@ -38,6 +38,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def accumulation_group(step: int, accum: int, steps: int) -> int:
+    """Batches in the gradient-accumulation group of ``step``: ``accum``, or fewer for a short last group.
+
+    Each batch's loss is divided by this, so every optimizer step sees the mean over its own batches.
+    """
+    return min(accum, steps - step // accum * accum)
+
+
 def pick_device(choice: str, dist: distributed.DistInfo | None = None) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -222,6 +230,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         for step, batch in enumerate(bar):
             batch = to_device(batch, device)
             sync = (step + 1) % accum == 0 or step + 1 == len(train_loader)
+            group = accumulation_group(step, accum, len(train_loader))
             with net.no_sync() if dist.enabled and not sync else nullcontext():
                 with autocast(device, amp_dtype):
                     outputs = net(batch)
@@ -229,7 +238,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
                 if not torch.isfinite(total):
                     raise AqakitError(f"loss became {float(total)} at epoch {epoch + 1} step {step + 1}; "
                                       "lower train.optimizer.lr or check the labels")
-                scaler.scale(total / accum).backward()
+                scaler.scale(total / group).backward()
             if sync:
                 if recipe.train.grad_clip > 0:
                     scaler.unscale_(optimizer)

@@ -199,3 +199,12 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path: Path, toy_plugins, monke
     recipe = load_recipe(TOY_RECIPE, ["train.tensorboard=true", "train.epochs=1"], registry=toy_plugins.registry)
     with pytest.raises(AqakitError, match="tensorboard is not installed"):
         train(recipe, toy_plugins, run_dir=tmp_path / "tb")
+
+
+def test_gradient_accumulation_divides_by_each_groups_own_size():
+    from aqakit.train import accumulation_group
+
+    # 7 batches, groups of 3: [0 1 2] [3 4 5] [6] -- the short last group is not down-weighted by 1/3
+    assert [accumulation_group(s, 3, 7) for s in range(7)] == [3, 3, 3, 3, 3, 3, 1]
+    assert [accumulation_group(s, 2, 4) for s in range(4)] == [2, 2, 2, 2]
+    assert [accumulation_group(s, 1, 3) for s in range(3)] == [1, 1, 1]
