@@ -99,6 +99,9 @@ def scatter_figure(pred: torch.Tensor, target: torch.Tensor, title: str):
 
 def confusion_figure(pred: torch.Tensor, target: torch.Tensor, names: list[str] | None, title: str):
     plt = _pyplot()
+    known = target >= 0  # -1: a class name the head never saw in training; no row to count it in
+    unknown = int((~known).sum())
+    pred, target = pred[known], target[known]
     n = int(max(pred.max(), target.max()) + 1) if len(pred) else 1
     if names:
         n = max(n, len(names))
@@ -117,7 +120,8 @@ def confusion_figure(pred: torch.Tensor, target: torch.Tensor, names: list[str] 
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
     acc = float((pred == target).float().mean()) if len(pred) else float("nan")
-    ax.set_title(f"{title} (accuracy {acc:.2f})", fontsize=9)
+    note = f", {unknown} with unseen classes left out" if unknown else ""
+    ax.set_title(f"{title} (accuracy {acc:.2f}{note})", fontsize=9)
     fig.tight_layout()
     return fig
 

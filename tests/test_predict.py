@@ -240,3 +240,13 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(checkpoint: P
                    capture_output=True, timeout=180)
     pixels = decode_png(torch.frombuffer(bytearray(shot.read_bytes()), dtype=torch.uint8)).float()
     assert pixels.shape[1] >= 1000 and pixels.std() > 5  # a real page, not a blank one
+
+
+def test_confusion_matrix_leaves_out_classes_the_head_never_saw():
+    from aqakit.report import confusion_figure
+
+    pred, target = torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, -1, 1])  # -1: a class unseen in training
+    fig = confusion_figure(pred, target, ["a", "b"], "field")
+    matrix = fig.axes[0].images[0].get_array()
+    assert matrix.tolist() == [[1, 0], [1, 1]]  # the -1 sample is not counted in the last row
+    assert "accuracy 0.67, 1 with unseen classes left out" in fig.axes[0].get_title()
