@@ -11,8 +11,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CHUNK_ELEMENTS", "capsules", "chunks", "composite", "encode_jpeg", "save_grid", "side_weight", "smooth",
-           "smoothstep", "torch_threads"]
+from aqakit.errors import AqakitError
+
+__all__ = ["CHUNK_ELEMENTS", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg", "save_grid",
+           "side_weight", "smooth", "smoothstep", "torch_threads"]
+
+
+def check_render_args(size: int, frames: int, seed: int) -> None:
+    """The ``synth`` commands' shared limits, as one-line errors naming the option."""
+    if size < 16:
+        raise AqakitError(f"--size must be at least 16 pixels, got {size}")
+    if frames < 8:
+        raise AqakitError(f"--frames must be at least 8, got {frames}")
+    if seed < 0:
+        raise AqakitError(f"--seed must be >= 0, got {seed}")
 
 
 def smooth(d_px):

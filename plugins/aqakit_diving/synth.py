@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from aqakit.errors import AqakitError
-from aqakit.render2d import encode_jpeg, torch_threads
+from aqakit.render2d import check_render_args, encode_jpeg, torch_threads
 
 from . import release, render
 from .release import Key
@@ -338,15 +338,6 @@ def dive_rng(seed: int, key: Key) -> np.random.Generator:
     return np.random.default_rng([seed, int(key[0]), int(key[1]), 1])
 
 
-def _check(size: int, frames: int, seed: int) -> None:
-    if size < 16:
-        raise AqakitError(f"--size must be at least 16 pixels, got {size}")
-    if frames < 8:
-        raise AqakitError(f"--frames must be at least 8, got {frames}")
-    if seed < 0:
-        raise AqakitError(f"--seed must be >= 0, got {seed}")
-
-
 def _prepare(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise AqakitError(f"{out} exists and is not a folder")
@@ -414,7 +405,7 @@ def synthesize(out: Path, n: int, seed: int = 0, size: int = 112, frames: int = 
                test_fraction: float = 0.25, progress: bool = True) -> dict:
     """Render ``n`` dives into a new MTL-AQA-format folder ``out``; returns counts and paths."""
     out = Path(out)
-    _check(size, frames, seed)
+    check_render_args(size, frames, seed)
     if n < 1:
         raise AqakitError(f"--n must be at least 1, got {n}")
     if events < 1:
@@ -478,7 +469,7 @@ def synthesize_twin(annotation_dir: Path, out: Path, limit: int | None = None, s
     numbers and commentary) into ``out``; ``limit`` keeps the first ``limit`` train keys and a
     proportional number of test keys."""
     root, out = Path(annotation_dir), Path(out)
-    _check(size, frames, seed)
+    check_render_args(size, frames, seed)
     if limit is not None and limit < 1:
         raise AqakitError(f"--limit must be at least 1, got {limit}")
     if not (root / release.VOCAB).is_file():

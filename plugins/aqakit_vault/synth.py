@@ -54,7 +54,7 @@ import numpy as np
 import scipy.io
 
 from aqakit.errors import AqakitError
-from aqakit.render2d import encode_jpeg
+from aqakit.render2d import check_render_args, encode_jpeg
 
 from . import aqa7, render
 
@@ -229,12 +229,7 @@ def synthesize(out: Path, n: int, seed: int = 0, size: int = 112, frames: int = 
     out = Path(out)
     if n < 1:
         raise AqakitError(f"--n must be at least 1, got {n}")
-    if size < 16:
-        raise AqakitError(f"--size must be at least 16 pixels, got {size}")
-    if frames < 8:
-        raise AqakitError(f"--frames must be at least 8, got {frames}")
-    if seed < 0:
-        raise AqakitError(f"--seed must be >= 0, got {seed}")
+    check_render_args(size, frames, seed)
     if competitions < 1:
         raise AqakitError(f"--competitions must be at least 1, got {competitions}")
     if not 0.0 <= test_fraction < 1.0:
