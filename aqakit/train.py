@@ -227,10 +227,11 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         seen = 0
         optimizer.zero_grad(set_to_none=True)
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=None if dist.is_main else True)
+        steps = len(train_loader)
         for step, batch in enumerate(bar):
             batch = to_device(batch, device)
-            sync = (step + 1) % accum == 0 or step + 1 == len(train_loader)
-            group = accumulation_group(step, accum, len(train_loader))
+            group = accumulation_group(step, accum, steps)
+            sync = step % accum == group - 1  # the last batch of its group: step the optimizer
             with net.no_sync() if dist.enabled and not sync else nullcontext():
                 with autocast(device, amp_dtype):
                     outputs = net(batch)
