@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Any
 
 import torch
@@ -32,6 +33,34 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+_BATCHNORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: AQAModel, loader: torch.utils.data.DataLoader, batches: int, device: torch.device,
+                        amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo()) -> int:
+    """"Precise BN" (as in SlowFast / pytorchvideo): replace every BatchNorm layer's running statistics by
+    their plain average over ``batches`` training batches under the current weights, so that evaluation
+    does not depend on the last few noisy updates of a momentum average. Returns the batches used."""
+    norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    used = 0
+    for batch in tqdm(itertools.islice(loader, batches), desc="precise bn", total=min(batches, len(loader)),
+                      leave=False, disable=None if dist.is_main else True):
+        with autocast(device, amp_dtype):
+            model(to_device(batch, device))
+        used += 1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return used
 
 
 @torch.no_grad()

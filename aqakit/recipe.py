@@ -117,6 +117,7 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     grad_accum: int = 1
     grad_clip: float = 0.0
+    precise_bn: int = 0  # recompute BatchNorm statistics over this many training batches before each validation
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False  # channels_last_3d memory format for the backbone (x1.8 with bf16 on CPU)
     tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard/ (needs tensorboard)

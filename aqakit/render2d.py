@@ -1,11 +1,13 @@
-"""Small 2D drawing helpers shared by the procedural renderers (diving, vault): anti-aliased distance
-fields, capsule coverage over per-frame crops, premultiplied compositing, and JPEG output."""
+"""Small 2D drawing helpers shared by the procedural renderers (diving, vault): a side-view camera
+that follows the athlete, anti-aliased distance fields, capsule coverage over per-frame crops,
+premultiplied compositing, and JPEG output."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,8 @@ import torch
 
 from aqakit.errors import AqakitError
 
-__all__ = ["CHUNK_ELEMENTS", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg", "save_grid",
-           "side_weight", "smooth", "smoothstep", "torch_threads"]
+__all__ = ["CHUNK_ELEMENTS", "Camera", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg", "save_grid",
+           "side_weight", "smooth", "smooth_track", "smoothstep", "torch_threads"]
 
 
 def check_render_args(size: int, frames: int, seed: int) -> None:
@@ -25,6 +27,51 @@ def check_render_args(size: int, frames: int, seed: int) -> None:
         raise AqakitError(f"--frames must be at least 8, got {frames}")
     if seed < 0:
         raise AqakitError(f"--seed must be >= 0, got {seed}")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A side-view camera per frame: pixels per metre, the world point at the image centre (per frame),
+    roll, side (``mirror = -1`` flips the view) and slight perspective (projective terms per metre)."""
+
+    size: int
+    k: float
+    cx: np.ndarray      # (T,) world x at the image centre
+    cy: np.ndarray      # (T,) world y at the image centre
+    cos: float
+    sin: float
+    mirror: float
+    persp: tuple[float, float] = (0.0, 0.0)
+
+    def frames(self, idx: np.ndarray) -> Camera:
+        """The camera of the frames ``idx`` only."""
+        return Camera(self.size, self.k, self.cx[idx], self.cy[idx], self.cos, self.sin, self.mirror, self.persp)
+
+    def to_pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World (T, ...) -> pixel (u, v) (pixel centres at i + 0.5) and the local pixels per metre."""
+        shape = (-1,) + (1,) * (np.ndim(x) - 1)
+        xc, yc = self.mirror * (x - self.cx.reshape(shape)), y - self.cy.reshape(shape)
+        xr, yr = self.cos * xc - self.sin * yc, self.sin * xc + self.cos * yc
+        w = 1.0 + self.persp[0] * xr + self.persp[1] * yr
+        return self.size / 2 + self.k * xr / w, self.size / 2 - self.k * yr / w, self.k / w
+
+    def to_world(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel grids (T, H, W) -> world (x, y)."""
+        a, b = (u - self.size / 2) / self.k, -(v - self.size / 2) / self.k
+        w = 1.0 / (1.0 - self.persp[0] * a - self.persp[1] * b)
+        xr, yr = a * w, b * w
+        cx = torch.from_numpy(self.cx).float().reshape(-1, 1, 1)
+        cy = torch.from_numpy(self.cy).float().reshape(-1, 1, 1)
+        return cx + self.mirror * (self.cos * xr + self.sin * yr), cy + (-self.sin * xr + self.cos * yr)
+
+
+def smooth_track(a: np.ndarray, sigma: float) -> np.ndarray:
+    """A camera's lagging path after a per-frame target: Gaussian smoothing (``sigma`` frames), edges held."""
+    sigma = max(sigma, 0.5)
+    offsets = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
+    w = np.exp(-0.5 * (offsets / sigma) ** 2)
+    pad = len(offsets) // 2
+    return np.convolve(np.pad(a, (pad, pad), mode="edge"), w / w.sum(), mode="valid")
 
 
 def smooth(d_px):

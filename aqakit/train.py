@@ -26,7 +26,7 @@ from aqakit import checkpoint, distributed
 from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, make_loader, resolve_splits,
                          to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
-from aqakit.evaluate import autocast, evaluate, resolve_amp
+from aqakit.evaluate import autocast, evaluate, recompute_batchnorm, resolve_amp
 from aqakit.model import AQAModel, build_model
 from aqakit.plugins import Plugins
 from aqakit.recipe import Recipe, dump_yaml, validate
@@ -257,6 +257,8 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
         train_metrics["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        recompute_batchnorm(model, loader("train", epochs + epoch, shuffle=True), recipe.train.precise_bn, device,
+                            amp_dtype, dist)
         entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
         improved = False
         if "val" in splits.sets:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import SHARED, needs_shared
 
 from aqakit.errors import AqakitError
@@ -200,7 +201,7 @@ SIZE, FRAMES = 64, 48
 def diver_pixels(spec: render.DiveSpec) -> tuple[np.ndarray, np.ndarray]:
     """Frames and a per-frame mask of pixels that differ from the empty scene."""
     video = render.render_dive(spec, STYLE, SIZE, FRAMES).astype(int)
-    bg = render.render_background(STYLE, SIZE).astype(int)
+    bg = render.render_dive(spec, STYLE, SIZE, FRAMES, diver=False).astype(int)
     return video, np.abs(video - bg).sum(-1) > 40
 
 
@@ -214,6 +215,26 @@ def spread(mask: np.ndarray) -> float:
     """Radius of gyration (pixels) of a frame's diver mask: small for a compact body."""
     ys, xs = np.nonzero(mask)
     return float(np.sqrt(xs.var() + ys.var()))
+
+
+def test_camera_maps_pixels_and_world_both_ways():
+    cam = render.make_camera(render.EventStyle(roll=3.0, persp=(0.03, -0.02), mirror=True), SIZE,
+                             np.array([[0.0, 2.5], [0.5, 3.0], [1.2, 0.5]]))
+    x, y = np.array([[-0.4, 0.3], [1.0, 2.9], [1.5, -0.2]]), np.array([[2.0, 3.1], [2.2, 3.5], [0.1, 0.7]])
+    u, v, _ = cam.to_pixel(x, y)
+    x2, y2 = cam.to_world(torch.from_numpy(u).double()[..., None], torch.from_numpy(v).double()[..., None])
+    assert np.allclose(x2.squeeze(-1).numpy(), x, atol=1e-5) and np.allclose(y2.squeeze(-1).numpy(), y, atol=1e-5)
+
+
+def test_the_camera_follows_the_diver_into_the_water():
+    spec = render.DiveSpec(position=2, rotation_type=1, ss_no=5, height=0.9, splash=0.0)
+    _, mask = diver_pixels(spec)
+    flight = flight_frames(spec, 0.0, 1.0)
+    assert mask[flight].any(axis=(1, 2)).all()                  # the diver never leaves the frame in flight
+    heights = [np.ptp(np.nonzero(m.any(-1))[0]) + 1 for m in mask[:int(spec.takeoff * FRAMES)]]
+    assert min(heights) > 0.4 * SIZE                             # standing on the board: a large figure
+    cam = render.make_camera(STYLE, SIZE, render.dive_pose(spec, FRAMES, STYLE.height).joints[:, 0])
+    assert cam.cy.max() > STYLE.height + 1.5 and cam.cy.min() == render.CAM_FLOOR   # tilts up, then down
 
 
 def test_position_is_in_the_pixels():

@@ -208,3 +208,33 @@ def test_gradient_accumulation_divides_by_each_groups_own_size():
     assert [accumulation_group(s, 3, 7) for s in range(7)] == [3, 3, 3, 3, 3, 3, 1]
     assert [accumulation_group(s, 2, 4) for s in range(4)] == [2, 2, 2, 2]
     assert [accumulation_group(s, 1, 3) for s in range(3)] == [1, 1, 1]
+
+
+def test_precise_bn_replaces_running_statistics_by_the_average_over_batches():
+    from aqakit.evaluate import recompute_batchnorm
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = torch.nn.BatchNorm3d(2)
+
+        def forward(self, batch):
+            return self.bn(batch["video"])
+
+    torch.manual_seed(0)
+    batches = [{"video": torch.randn(4, 2, 3, 5, 5) * (i + 1) + i} for i in range(5)]
+    net = Net()
+    net.bn.running_mean.fill_(7.0)
+    assert recompute_batchnorm(net, batches, 0, torch.device("cpu"), None) == 0     # 0 = off
+    assert net.bn.running_mean.eq(7.0).all()
+    assert recompute_batchnorm(net, batches, 3, torch.device("cpu"), None) == 3
+    used = [b["video"].transpose(0, 1).flatten(1) for b in batches[:3]]             # channels x values
+    assert torch.allclose(net.bn.running_mean, torch.stack([v.mean(1) for v in used]).mean(0), atol=1e-5)
+    assert torch.allclose(net.bn.running_var, torch.stack([v.var(1) for v in used]).mean(0), atol=1e-4)
+    assert net.bn.momentum == 0.1 and net.bn.num_batches_tracked == 3
+
+
+def test_training_with_precise_bn_runs(tmp_path: Path, toy_plugins):
+    recipe = load_recipe(TOY_RECIPE, ["train.precise_bn=2", "train.epochs=1"], registry=toy_plugins.registry)
+    train(recipe, toy_plugins, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()

@@ -17,7 +17,7 @@ from aqakit_diving.dataset import MTLAQA
 from aqakit_diving.release import CLASS_NAMES, NUM_CLASSES
 from aqakit_heads import ClassifyHead
 
-RENDER_VERSION = 1  # bump when the renderer's output changes, so cached datasets are re-rendered
+RENDER_VERSION = 2  # bump when the renderer's output changes, so cached datasets are re-rendered
 
 
 def ensure_rendered(n: int, seed: int, size: int, frames: int, events: int) -> Path:

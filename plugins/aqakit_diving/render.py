@@ -17,26 +17,32 @@ from a :class:`DiveSpec`:
 - **faults**: flight height, tightness of the position, legs apart (a split between the legs),
   rotation error (entry angle off vertical), splash size.
 
-Each event has a fixed camera (:class:`EventStyle`: zoom, roll, offset, slight perspective, mirror)
-and its own sky/wall/pool colours and lighting. All frames of a dive are drawn at once: capsule
-distance fields over a per-frame crop around the diver (and one around the splash) for every frame
-and segment in one tensor operation, with anti-aliased edges.
+Each event has its own camera (:class:`EventStyle`: zoom, roll, offset, slight perspective, mirror)
+and sky/wall/pool colours and lighting. As a broadcast camera does, it tilts after the diver's
+centre of mass (and pans with half of the horizontal travel), smoothed so that it lags a little, and
+stops tilting low enough to keep the water and the splash in view: the diver fills a good part of
+the frame from the board to the entry. All frames of a dive are drawn at once: capsule distance
+fields over a per-frame crop around the diver (and one around the splash) for every frame and
+segment in one tensor operation, with anti-aliased edges.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aqakit.render2d import capsules, chunks, composite, save_grid, side_weight, smooth, smoothstep, torch_threads
+from aqakit.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
+                             smoothstep, torch_threads)
 
 VIEW_M = 5.0                      # metres across the frame at zoom 1
-VIEW_CENTRE = (0.9, 1.85)         # world point at the image centre (before the event's shift)
+VIEW_X = 0.3                      # world x at the image centre at takeoff (before the event's shift)
+CAM_PAN = 0.5                     # the share of the diver's horizontal travel the camera pans with
+CAM_LIFT = 0.2                    # metres the camera aims above the centre of mass
+CAM_FLOOR = 1.0                   # lowest image-centre height: the water and the splash stay in view
 SPRINGBOARD_H, PLATFORM_H = 1.3, 1.4
 TAKEOFF_X = -0.18                 # centre of mass x on the board before takeoff
 
@@ -59,7 +65,7 @@ class EventStyle:
     """One event's camera, colours and lighting (every dive of a video shares it)."""
 
     platform: bool = False
-    zoom: float = 1.0
+    zoom: float = 1.6
     roll: float = 0.0                               # degrees
     shift: tuple[float, float] = (0.0, 0.0)         # metres the view centre moves
     persp: tuple[float, float] = (0.0, 0.0)         # projective terms per metre
@@ -93,8 +99,8 @@ class DiveSpec:
     legs_apart: float = 0.0      # split between the legs, degrees
     rotation_error: float = 0.0  # degrees past vertical at entry (+ over-rotated, - short)
     splash: float = 0.1          # 0 = rip entry .. 1 = huge splash
-    takeoff: float = 0.15        # takeoff time, fraction of the window
-    flight: float = 0.5          # flight duration, fraction of the window
+    takeoff: float = 0.08        # takeoff time, fraction of the window
+    flight: float = 0.65         # flight duration, fraction of the window
     distance: float = 1.4        # horizontal travel of the centre of mass, metres
     skin: int = 0                # index into SKINS
     seed: int = 0                # splash droplets
@@ -115,7 +121,7 @@ def sample_event_style(rng: np.random.Generator, platform: bool) -> EventStyle:
     sky_bottom = _jitter(rng, (0.68, 0.68, 0.70) if indoor else (0.68, 0.80, 0.94), 0.08)
     return EventStyle(
         platform=platform,
-        zoom=_u(rng, 0.88, 1.02),
+        zoom=_u(rng, 1.45, 1.75),
         roll=_u(rng, -4.0, 4.0),
         shift=(_u(rng, -0.25, 0.25), _u(rng, -0.15, 0.15)),
         persp=(_u(rng, -0.03, 0.03), _u(rng, -0.03, 0.03)),
@@ -134,39 +140,31 @@ def sample_event_style(rng: np.random.Generator, platform: bool) -> EventStyle:
 
 # ----------------------------------------------------------------------------------------- camera
 
-def _camera(style: EventStyle, size: int) -> tuple[float, float, float, float, float, float, float, float]:
-    k = size * style.zoom / VIEW_M
-    cx, cy = VIEW_CENTRE[0] + style.shift[0], VIEW_CENTRE[1] + style.shift[1]
+def make_camera(style: EventStyle, size: int, com: np.ndarray) -> Camera:
+    """The event's camera for a centre-of-mass path ``com`` (T, 2): it tilts after the diver, pans with
+    ``CAM_PAN`` of the travel, lags by a Gaussian over 6% of the window and stops at ``CAM_FLOOR``."""
+    sigma = len(com) * 0.06
+    cx = VIEW_X + style.shift[0] + CAM_PAN * (smooth_track(com[:, 0], sigma) - TAKEOFF_X)
+    cy = np.maximum(smooth_track(com[:, 1], sigma) + CAM_LIFT + style.shift[1], CAM_FLOOR)
     r = math.radians(style.roll)
-    return k, cx, cy, math.cos(r), math.sin(r), style.persp[0], style.persp[1], -1.0 if style.mirror else 1.0
+    return Camera(size, size * style.zoom / VIEW_M, cx.astype(np.float64), cy.astype(np.float64), math.cos(r),
+                  math.sin(r), -1.0 if style.mirror else 1.0, style.persp)
 
 
-def to_pixel(style: EventStyle, size: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World (x, y) -> pixel (u, v) (pixel centres at i + 0.5) and local pixels per metre."""
-    k, cx, cy, c, s, px, py, m = _camera(style, size)
-    xc, yc = m * (x - cx), y - cy
-    xr, yr = c * xc - s * yc, s * xc + c * yc
-    w = 1.0 + px * xr + py * yr
-    return size / 2 + k * xr / w, size / 2 - k * yr / w, k / w
-
-
-def to_world(style: EventStyle, size: int, u, v):
-    """Pixel (u, v) -> world (x, y); works on numpy arrays and torch tensors."""
-    k, cx, cy, c, s, px, py, m = _camera(style, size)
-    a, b = (u - size / 2) / k, -(v - size / 2) / k
-    w = 1.0 / (1.0 - px * a - py * b)
-    xr, yr = a * w, b * w
-    return cx + m * (c * xr + s * yr), cy + (-s * xr + c * yr)
+def rest_camera(style: EventStyle, size: int) -> Camera:
+    """The camera's view before takeoff (a diver standing at the end of the board)."""
+    return make_camera(style, size, np.array([[TAKEOFF_X, style.height + 1.0]]))
 
 
 # ------------------------------------------------------------------------------------- background
 
-@lru_cache(maxsize=64)
-def _background(style: EventStyle, size: int) -> torch.Tensor:
+def _background(style: EventStyle, cam: Camera) -> torch.Tensor:
+    """The empty scene in every frame of ``cam``: (T, size, size, 3) float."""
+    size, frames = cam.size, len(cam.cx)
     v, u = torch.meshgrid(torch.arange(size, dtype=torch.float32) + 0.5,
                           torch.arange(size, dtype=torch.float32) + 0.5, indexing="ij")
-    x, y = to_world(style, size, u, v)
-    k = size * style.zoom / VIEW_M
+    x, y = cam.to_world(u.expand(frames, size, size), v.expand(frames, size, size))
+    k = cam.k
     def col(c):
         return torch.tensor(c, dtype=torch.float32)
     # sky gradient
@@ -208,8 +206,8 @@ def _grade(img: torch.Tensor, style: EventStyle) -> torch.Tensor:
 
 
 def render_background(style: EventStyle, size: int = 112) -> np.ndarray:
-    """The empty scene of an event, ``(size, size, 3)`` uint8."""
-    return _grade(_background(style, size), style).numpy()
+    """The empty scene of an event as the camera sees it before takeoff, ``(size, size, 3)`` uint8."""
+    return _grade(_background(style, rest_camera(style, size)), style).numpy()[0]
 
 
 # ------------------------------------------------------------------------------------------- pose
@@ -364,24 +362,28 @@ def dive_pose(spec: DiveSpec, frames: int, board_height: float = SPRINGBOARD_H) 
 # -------------------------------------------------------------------------------------- rendering
 
 @torch.no_grad()
-def render_dive(spec: DiveSpec, style: EventStyle, size: int = 112, frames: int = 103) -> np.ndarray:
-    """Render the window of a dive: ``(frames, size, size, 3)`` uint8 RGB.
+def render_dive(spec: DiveSpec, style: EventStyle, size: int = 112, frames: int = 103,
+                diver: bool = True) -> np.ndarray:
+    """Render the window of a dive: ``(frames, size, size, 3)`` uint8 RGB (``diver=False``: the same
+    frames without the diver and the splash, i.e. the empty scene the following camera sees).
 
     Fastest single-threaded (see :func:`torch_threads`): the tensors are small."""
     pose = dive_pose(spec, frames, style.height)
-    out = _background(style, size).expand(frames, size, size, 3).clone()
-    _draw_diver(out, spec, style, size, pose)
-    _draw_splash(out, spec, style, size, pose)
+    cam = make_camera(style, size, pose.joints[:, 0])
+    out = _background(style, cam)
+    if diver:
+        _draw_diver(out, spec, style, cam, pose)
+        _draw_splash(out, spec, cam, pose)
     return _grade(out, style).numpy()
 
 
-def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int, pose: Pose) -> None:
-    T = out.shape[0]
+def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, cam: Camera, pose: Pose) -> None:
+    T, size = out.shape[0], cam.size
     J = pose.joints
-    u, v, scale = to_pixel(style, size, J[..., 0], J[..., 1])           # (T, 11)
+    u, v, scale = cam.to_pixel(J[..., 0], J[..., 1])                   # (T, 11)
     pix = np.stack([u, v], -1)
     k = scale[:, 0]                                                      # pixels per metre at the com
-    fu, fv, _ = to_pixel(style, size, J[:, 0, 0] + 0.1 * pose.front[:, 0], J[:, 0, 1] + 0.1 * pose.front[:, 1])
+    fu, fv, _ = cam.to_pixel(J[:, 0, 0] + 0.1 * pose.front[:, 0], J[:, 0, 1] + 0.1 * pose.front[:, 1])
     n = np.stack([fu - u[:, 0], fv - v[:, 0]], 1)                      # chest direction in the image
     n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-9
     phi = pose.twist
@@ -425,13 +427,13 @@ def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int,
             color = color * (1 - a[..., None]) + c * a[..., None]
             alpha = alpha * (1 - a) + a
         # below the surface the diver is seen faintly through the water
-        _, wy = to_world(style, size, t_(ox)[:, None, None] + grid[None, None, :],
-                         t_(oy)[:, None, None] + grid[None, :, None])
+        _, wy = cam.frames(idx).to_world(t_(ox)[:, None, None] + grid[None, None, :],
+                                         t_(oy)[:, None, None] + grid[None, :, None])
         under = torch.where(wy < 0, 0.55 * torch.exp(wy / 0.5), torch.ones_like(wy))
         composite(out, color * under[..., None], alpha * under, ox[idx], oy[idx], idx)
 
 
-def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int, pose: Pose) -> None:
+def _draw_splash(out: torch.Tensor, spec: DiveSpec, cam: Camera, pose: Pose) -> None:
     T = out.shape[0]
     u = (np.arange(T) + 0.5) / T
     idx = np.nonzero(u >= pose.entry_u)[0]
@@ -459,7 +461,8 @@ def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int
     wx = np.concatenate([np.stack([np.full_like(tau, xe), np.full_like(tau, xe), xe - lf, xe + lf], 1), dx0, dx1], 1)
     wy = np.concatenate([np.stack([np.zeros_like(tau), hc, np.full_like(tau, 0.02), np.full_like(tau, 0.02)], 1),
                          dy0, dy1], 1)
-    pu, pv, sc = to_pixel(style, size, wx, wy)
+    cam = cam.frames(idx)
+    pu, pv, sc = cam.to_pixel(wx, wy)
     S = 2 + MAX_DROPS
     p0 = np.zeros((len(idx), S, 2))
     p1 = np.zeros((len(idx), S, 2))
@@ -473,11 +476,11 @@ def _draw_splash(out: torch.Tensor, spec: DiveSpec, style: EventStyle, size: int
     radii = np.concatenate([(0.05 + 0.2 * sp) * k, (0.04 + 0.06 * sp) * k,
                             np.repeat((0.025 + 0.045 * sp) * k, MAX_DROPS, 1)], 1)
     alphas = np.concatenate([col_alpha[:, None], foam_alpha[:, None], drop_alpha], 1)
-    cx, cy, _ = to_pixel(style, size, np.array([xe]), np.array([0.6 + 0.8 * sp]))
+    cx, cy, _ = cam.to_pixel(np.full(len(idx), xe), np.full(len(idx), 0.6 + 0.8 * sp))
     half_m = 0.4 + 1.3 * sp + 0.4
     box = int(math.ceil(2 * half_m * k.max())) + 2
-    ox = np.full(len(idx), math.floor(cx[0] - box / 2), dtype=np.int64)
-    oy = np.full(len(idx), math.floor(cy[0] - box / 2), dtype=np.int64)
+    ox = np.floor(cx - box / 2).astype(np.int64)
+    oy = np.floor(cy - box / 2).astype(np.int64)
     for sel in chunks(np.arange(len(idx)), S * box * box):
         def f(a):
             return torch.from_numpy(np.ascontiguousarray(a[sel])).float()

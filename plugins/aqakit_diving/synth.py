@@ -155,8 +155,8 @@ def dive_spec(code: DiveCode, ex: Execution, rng: np.random.Generator) -> render
         ss_no=code.ss_no, tw_no=code.tw_no,
         height=height, tightness=1.0 - ex.tightness, legs_apart=40.0 * ex.legs,
         rotation_error=(70.0 if ex.over else -70.0) * ex.rotation, splash=ex.splash,
-        takeoff=float(rng.uniform(0.1, 0.18)),
-        flight=0.42 + 0.1 * (height - 0.25) / 0.65 + float(rng.uniform(0.0, 0.04)),
+        takeoff=float(rng.uniform(0.05, 0.1)),
+        flight=0.58 + 0.1 * (height - 0.25) / 0.65 + float(rng.uniform(0.0, 0.04)),
         distance=float(rng.uniform(1.1, 1.6)), skin=int(rng.integers(len(render.SKINS))),
         seed=int(rng.integers(2 ** 31)))
 

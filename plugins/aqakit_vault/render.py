@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.render2d import capsules, chunks, composite, save_grid, side_weight, smooth, smoothstep, torch_threads
+from aqakit.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
+                             smoothstep, torch_threads)
 
 # Apparatus (metres).
 BOARD_X0, BOARD_X1, BOARD_LOW, BOARD_HIGH = -2.05, -1.4, 0.05, 0.22
@@ -334,45 +335,11 @@ def vault_pose(spec: VaultSpec, frames: int) -> Pose:
 
 # ------------------------------------------------------------------------------------------ camera
 
-@dataclass(frozen=True)
-class Camera:
-    """A side-view camera per frame: pixels per metre, the world point at the centre, roll, side."""
-
-    size: int
-    k: float
-    cx: np.ndarray      # (T,) world x at the image centre
-    cy: np.ndarray      # (T,) world y at the image centre
-    cos: float
-    sin: float
-    mirror: float
-
-    def to_pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World (T, ...) -> pixel (u, v), pixel centres at i + 0.5."""
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        xc, yc = self.mirror * (x - self.cx.reshape(shape)), y - self.cy.reshape(shape)
-        xr, yr = self.cos * xc - self.sin * yc, self.sin * xc + self.cos * yc
-        return self.size / 2 + self.k * xr, self.size / 2 - self.k * yr
-
-    def to_world(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixel grids (T, H, W) -> world (x, y)."""
-        a, b = (u - self.size / 2) / self.k, -(v - self.size / 2) / self.k
-        cx = torch.from_numpy(self.cx).float().reshape(-1, 1, 1)
-        cy = torch.from_numpy(self.cy).float().reshape(-1, 1, 1)
-        return cx + self.mirror * (self.cos * a + self.sin * b), cy + (-self.sin * a + self.cos * b)
-
-
 def make_camera(style: CompetitionStyle, pose: Pose, size: int) -> Camera:
     """The competition's camera, panning and tilting after the gymnast (smoothed over a tenth of the window)."""
-    frames = len(pose.joints)
-    sigma = max(frames * 0.06, 0.5)
-    offsets = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
-    w = np.exp(-0.5 * (offsets / sigma) ** 2)
-
-    def smooth(a: np.ndarray) -> np.ndarray:
-        return np.convolve(np.pad(a, (len(offsets) // 2, len(offsets) // 2), mode="edge"), w / w.sum(), mode="valid")
-
-    cx = style.follow * (smooth(pose.joints[:, 0, 0]) + style.lead)
-    cy = style.height + style.follow_y * (smooth(pose.joints[:, 0, 1]) - 1.0)
+    sigma = len(pose.joints) * 0.06
+    cx = style.follow * (smooth_track(pose.joints[:, 0, 0], sigma) + style.lead)
+    cy = style.height + style.follow_y * (smooth_track(pose.joints[:, 0, 1], sigma) - 1.0)
     r = math.radians(style.roll)
     return Camera(size, size / style.view, cx.astype(np.float64), cy.astype(np.float64), math.cos(r), math.sin(r),
                   -1.0 if style.mirror else 1.0)
@@ -444,10 +411,10 @@ def _grade(img: torch.Tensor, style: CompetitionStyle) -> torch.Tensor:
 def _draw_gymnast(out: torch.Tensor, spec: VaultSpec, cam: Camera, pose: Pose) -> None:
     T = out.shape[0]
     J = pose.joints
-    u, v = cam.to_pixel(J[..., 0], J[..., 1])                            # (T, 10)
+    u, v, _ = cam.to_pixel(J[..., 0], J[..., 1])                          # (T, 10)
     pix = np.stack([u, v], -1)
     k = cam.k
-    fu, fv = cam.to_pixel(J[:, 0, 0] + 0.1 * pose.front[:, 0], J[:, 0, 1] + 0.1 * pose.front[:, 1])
+    fu, fv, _ = cam.to_pixel(J[:, 0, 0] + 0.1 * pose.front[:, 0], J[:, 0, 1] + 0.1 * pose.front[:, 1])
     n = np.stack([fu - u[:, 0], fv - v[:, 0]], 1)
     n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-9
     phi = pose.twist
