@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Iterable, Sized
 from typing import Any
 
 import torch
@@ -39,9 +40,9 @@ _BATCHNORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: AQAModel, loader: torch.utils.data.DataLoader, batches: int, device: torch.device,
-                        amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo()) -> int:
-    """"Precise BN" (as in SlowFast / pytorchvideo): replace every BatchNorm layer's running statistics by
+def recompute_batchnorm(model: torch.nn.Module, loader: Iterable[dict[str, Any]], batches: int,
+                        device: torch.device, amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo()) -> int:
+    """Precise BN (as in SlowFast / pytorchvideo): replace every BatchNorm layer's running statistics by
     their plain average over ``batches`` training batches under the current weights, so that evaluation
     does not depend on the last few noisy updates of a momentum average. Returns the batches used."""
     norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
@@ -53,8 +54,9 @@ def recompute_batchnorm(model: AQAModel, loader: torch.utils.data.DataLoader, ba
         m.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
     used = 0
-    for batch in tqdm(itertools.islice(loader, batches), desc="precise bn", total=min(batches, len(loader)),
-                      leave=False, disable=None if dist.is_main else True):
+    total = min(batches, len(loader)) if isinstance(loader, Sized) else batches
+    for batch in tqdm(itertools.islice(loader, batches), desc="precise bn", total=total, leave=False,
+                      disable=None if dist.is_main else True):
         with autocast(device, amp_dtype):
             model(to_device(batch, device))
         used += 1
