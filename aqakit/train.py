@@ -257,8 +257,9 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
         train_metrics["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        recompute_batchnorm(model, loader("train", epochs + epoch, shuffle=True), recipe.train.precise_bn, device,
-                            amp_dtype, dist)
+        if recipe.train.precise_bn:  # batches in another order than this epoch's (its shuffle seed differs)
+            recompute_batchnorm(model, loader("train", epochs + epoch, shuffle=True), recipe.train.precise_bn,
+                                device, amp_dtype, dist)
         entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
         improved = False
         if "val" in splits.sets:
