@@ -15,8 +15,8 @@ import torch
 
 from aqakit.errors import AqakitError
 
-__all__ = ["CHUNK_ELEMENTS", "Camera", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg", "save_grid",
-           "side_weight", "smooth", "smooth_track", "smoothstep", "torch_threads"]
+__all__ = ["CHUNK_ELEMENTS", "Camera", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg",
+           "save_grid", "side_weight", "smooth", "smooth_track", "smoothstep", "torch_threads"]
 
 
 def check_render_args(size: int, frames: int, seed: int) -> None:

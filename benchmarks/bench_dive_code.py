@@ -20,13 +20,10 @@ from collections import Counter
 import torch
 from torch import nn
 
+from aqakit.clips import cut_clips
 from aqakit.evaluate import recompute_batchnorm
 from aqakit_c3d import C3D
 from aqakit_diving import DivingSynth
-
-IMAGENET = (torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1),
-            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1))
-
 
 class ClipAverage(nn.Module):
     """C3D over ``clips`` equal clips of the window, features averaged, a hidden layer, one linear per field."""
@@ -37,10 +34,12 @@ class ClipAverage(nn.Module):
         self.body = C3D(width=0.125, clip_len=frames // clips, frame_size=56, batchnorm=True)
         self.shared = nn.Sequential(nn.Linear(self.body.spec.feature_dim, 256), nn.ReLU())
         self.fields = nn.ModuleDict({f: nn.Linear(256, k) for f, k in classes.items()})
+        self.register_buffer("mean", torch.tensor(self.body.spec.mean).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.body.spec.std).view(1, 3, 1, 1, 1), persistent=False)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        x = (batch["video"].float() / 255 - IMAGENET[0]) / IMAGENET[1]            # B, 3, T, H, W
-        clips = x.unflatten(2, (self.clips, -1)).transpose(1, 2).flatten(0, 1)    # B*clips, 3, t, H, W
+        x = (batch["video"].float() / 255 - self.mean) / self.std                  # B, 3, T, H, W
+        clips = cut_clips(x, self.body.spec.clip_len, self.clips).flatten(0, 1)    # B*clips, 3, t, H, W
         h = self.shared(self.body(clips).unflatten(0, (len(x), self.clips)).mean(1))
         return {f: fc(h) for f, fc in self.fields.items()}
 
