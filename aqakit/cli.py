@@ -114,14 +114,20 @@ def validate_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Run folder (default runs/<recipe>-<time>/).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
-def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resume: bool) -> None:
+@click.option("--allow-imports", is_flag=True,
+              help="Import 'package.module:Class' components that no plugin registers (your own recipe only).")
+def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resume: bool,
+              allow_imports: bool) -> None:
     """Train RECIPE (with key=value / ~key OVERRIDES); works under torchrun for DDP."""
+    from contextlib import nullcontext
+
     from aqakit.recipe import load_recipe
     from aqakit.train import train
 
     plugins = _plugins()
-    r = load_recipe(recipe, overrides, registry=plugins.registry)
-    summary = train(r, plugins, run_dir=run_dir, resume=resume)
+    with plugins.registry.imports_allowed() if allow_imports else nullcontext():
+        r = load_recipe(recipe, overrides, registry=plugins.registry)
+        summary = train(r, plugins, run_dir=run_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(to_json({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
                             "val": summary["val"], "test": summary["test"]}, indent=2))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, get_worker_info
 from torch.utils.data import Dataset as TorchDataset
 
 from aqakit.distributed import DistInfo
@@ -28,9 +28,30 @@ class Splits:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+class WorkerError(AqakitError):
+    """An :class:`AqakitError` raised in a loader worker, re-raised in the main process as one line.
+
+    torch re-raises a worker's exception as ``type(exc)(text)``, ``text`` holding the worker's
+    traceback; the constructor keeps only the original message (the text's last line, after the class
+    name) and attaches the worker traceback as ``__cause__``, which ``--debug`` shows.
+    """
+
+    def __init__(self, message: str) -> None:
+        prefix = f"{WorkerError.__module__}.{WorkerError.__qualname__}: "
+        cut = message.rfind(prefix)
+        super().__init__(message if cut < 0 else message[cut + len(prefix):].rstrip("\n"))
+        if cut >= 0:
+            self.__cause__ = WorkerTraceback(message.rstrip("\n"))
+
+
+class WorkerTraceback(Exception):
+    """The traceback of a loader worker's error, as text (the cause of a :class:`WorkerError`)."""
+
+
 class Prepared(TorchDataset):
     """Applies the spatial pipeline to each sample's video and adds its position as ``index``
-    (used to gather evaluation results across ranks). Runs in the loader workers."""
+    (used to gather evaluation results across ranks). Runs in the loader workers, where an
+    :class:`AqakitError` becomes a :class:`WorkerError` so that the user still sees one line."""
 
     def __init__(self, inner: TorchDataset, transform: VideoTransform | None = None, augment: bool = False) -> None:
         self.inner, self.transform, self.augment = inner, transform, augment
@@ -39,6 +60,14 @@ class Prepared(TorchDataset):
         return len(self.inner)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return self._prepare(i)
+        except AqakitError as exc:
+            if get_worker_info() is None or isinstance(exc, WorkerError):
+                raise
+            raise WorkerError(str(exc)) from exc
+
+    def _prepare(self, i: int) -> dict[str, Any]:
         sample = self.inner[i]
         if not isinstance(sample, dict) or not torch.is_tensor(sample.get("video")):
             raise AqakitError(f"dataset samples must be dicts with a 'video' tensor; got {type(sample).__name__}")

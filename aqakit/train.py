@@ -188,6 +188,10 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         "dataset": [recipe.data.dataset.name, plugins.distribution_of("dataset", recipe.data.dataset.name)],
         **{f"heads.{h}": [c.name, plugins.distribution_of("head", c.name)] for h, c in recipe.model.heads.items()},
     }
+    imported = [f"{what} '{name}'" for what, (name, _) in components.items() if name in registry.imported]
+    if imported:
+        _log(dist, f"aqakit: --allow-imports: this run imports code its recipe names: {', '.join(imported)} "
+                   "(recorded in summary.json; its checkpoints load only where a plugin registers them)")
     if dist.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.atomic_write_text(run / "recipe.yaml", dump_yaml(recipe))
@@ -298,6 +302,8 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
                                 best_path, metric_name, mode)
     summary["weights_fingerprint"] = fingerprints  # last-epoch weights of every rank: equal under DDP
     summary["run_dir"] = str(run)
+    summary["provenance"] = {"aqakit_version": aqakit.__version__, "allow_imports": bool(imported),
+                             "imported": imported}
     if dist.is_main:
         checkpoint.atomic_write_json(run / "summary.json", summary)
         from aqakit.report import plot_curves
@@ -368,11 +374,22 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
 
 def recipe_from_checkpoint(state: dict[str, Any], plugins: Plugins) -> Recipe:
     """Rebuild the validated recipe stored in a checkpoint, saying which plugin is missing if any."""
-    for what, (name, distribution) in state.get("components", {}).items():
-        kind = "head" if what.startswith("heads.") else what
+    components = state.get("components")
+    if not isinstance(components, dict) or not isinstance(state.get("recipe"), dict):
+        raise AqakitError("this checkpoint has no valid 'recipe' / 'components' record (damaged, or not written by "
+                          "aqakit train)")
+    for what, record in components.items():
+        kind = "head" if str(what).startswith("heads.") else str(what)
+        name, distribution = record if isinstance(record, list) and len(record) == 2 else (record, "?")
         try:
-            plugins.registry.get(kind, name)
-        except AqakitError:
+            plugins.registry.get(kind, str(name))
+        except AqakitError as exc:
+            if ":" in str(name):  # never imported from a checkpoint: see docs/security.md
+                raise AqakitError(f"this checkpoint names {kind} '{name}', which no installed plugin registers; "
+                                  "aqakit never imports code named in a checkpoint: install the plugin that "
+                                  "registers it") from None
+            if "registered by both" in str(exc):
+                raise
             raise AqakitError(f"this checkpoint needs {kind} '{name}' from the distribution '{distribution}', "
                               f"which is not installed or not loaded (pip install {distribution})") from None
     return validate(state["recipe"], registry=plugins.registry)

@@ -115,11 +115,18 @@ def test_hook_that_raises_fails_only_its_plugin(aqakit_plugins, register_plugin)
 
 
 @needs_toy
-def test_module_colon_class_escape_hatch(aqakit_plugins):
-    comp = aqakit_plugins.registry.get("backbone", "aqakit_plugin_toy:Tiny3D")
-    assert comp.factory.__name__ == "Tiny3D" and comp.distribution == "aqakit_plugin_toy"
-    with pytest.raises(AqakitError, match="cannot import backbone 'no_such_module:X'"):
-        aqakit_plugins.registry.get("backbone", "no_such_module:X")
+def test_module_colon_class_selects_a_registered_factory():
+    registry = Plugins(selected={"aqakit-plugin-toy"}).load().registry
+    comp = registry.get("backbone", "aqakit_plugin_toy:Tiny3D")
+    assert comp.factory.__name__ == "Tiny3D" and comp.distribution == "aqakit-plugin-toy"
+    without_toy = Plugins(selected=set()).load().registry  # importable, but registered by no loaded plugin
+    with pytest.raises(AqakitError, match="not a registered component"):
+        without_toy.get("backbone", "aqakit_plugin_toy:Tiny3D")
+    with pytest.raises(AqakitError, match="not a registered component"):
+        registry.get("backbone", "no_such_module:X")
+    with registry.imports_allowed(), \
+            pytest.raises(AqakitError, match="cannot import backbone 'no_such_module:X'"):
+        registry.get("backbone", "no_such_module:X")
 
 
 def test_unknown_name_suggests_a_close_one(aqakit_plugins):
