@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
+import shlex
+import signal
 import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from aqakit.checkpoint import to_json
-from aqakit.errors import AqakitError
+from aqakit.errors import AqakitError, os_error
 from aqakit.interfaces import KINDS
 
 
 class AqakitGroup(click.Group):
-    """Turns :class:`AqakitError` into ``error: ...`` on stderr and exit code 2 (``--debug`` re-raises).
+    """Turns :class:`AqakitError`, a full disk or an unwritable folder into one ``error: ...`` line on
+    stderr and exit code 2 (``--debug`` re-raises); Ctrl-C or SIGTERM into ``error: interrupted...``, 130.
 
     Plugin commands (hook ``register_commands``) are added the first time a command is looked up.
     """
@@ -44,6 +53,90 @@ class AqakitGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except (OSError, RuntimeError) as exc:
+            message = write_error_message(exc, ctx.obj or {})
+            if message is None or (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            run = (ctx.obj or {}).get("train_run")
+            resume = f"; {run.again(quote=False)}" if run and int(os.environ.get("RANK", "0")) == 0 else ""
+            click.echo(f"error: interrupted{resume}", err=True)
+            ctx.exit(130)
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """A started ``aqakit train``: what a user reruns after an interruption or a full disk."""
+
+    recipe: str
+    overrides: tuple[str, ...]
+    flags: tuple[str, ...]
+    run_dir: str
+
+    def again(self, quote: bool) -> str:
+        """``resume with: aqakit train ... --resume`` once a checkpoint exists, else ``start again with: ...``."""
+        resumable = (Path(self.run_dir) / "checkpoints" / "last.pt").is_file()
+        words = ["aqakit", "train", self.recipe, *self.overrides, *self.flags, "--run-dir", self.run_dir,
+                 *(["--resume"] if resumable else [])]
+        command, verb = shlex.join(words), "resume" if resumable else "start again"
+        return f"{verb} with `{command}`" if quote else f"{verb} with: {command}"
+
+
+# errno -> what happened; the first two fill a disk, the others refuse the write
+DISK_FULL = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}
+NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted"}
+
+
+def write_error_message(exc: BaseException, obj: dict) -> str | None:
+    """One line for a full disk or an unwritable path behind ``exc`` (also torch.save's RuntimeError),
+    naming the file (else the command's output, ``obj["output"]``); None for any other error."""
+    err = os_error(exc)
+    if err is None or err.errno not in {**DISK_FULL, **NOT_WRITABLE}:
+        return None
+    name = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else obj.get("output")
+    path = Path(os.fsdecode(name)) if name is not None else None
+    run: TrainRun | None = obj.get("train_run")
+    if err.errno in DISK_FULL:
+        where = f" while writing {path}" if path else ""
+        again = run.again(quote=True) if run else "run the command again"
+        return f"{DISK_FULL[err.errno]}{where}: free space and {again}"
+    if path is None:
+        return f"cannot write: {NOT_WRITABLE[err.errno]}"
+    if not path.exists():  # a file or folder that could not be created: its folder is the culprit
+        path = path.parent
+    hint = ""
+    if run and (path == Path(run.run_dir) or Path(run.run_dir) in path.parents):
+        hint = "; choose another --run-dir"
+    if err.errno == errno.EROFS:
+        return f"{path} is not writable (read-only file system){hint}"
+    return f"cannot access {path} ({NOT_WRITABLE[err.errno]}){hint}"
+
+
+def _writes_to(path: str | Path) -> None:
+    """Record where the running command writes, to name it when a write fails without a file name."""
+    click.get_current_context().ensure_object(dict)["output"] = str(path)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While active, SIGTERM (``kill``, SLURM) raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @click.group(cls=AqakitGroup)
@@ -97,7 +190,7 @@ def ls_cmd(kind: str | None, pattern: str | None) -> None:
 
 
 @cli.command("validate")
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", type=click.Path())
 @click.argument("overrides", nargs=-1)
 def validate_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
     """Check RECIPE (with key=value / ~key OVERRIDES) without building or training anything."""
@@ -109,7 +202,7 @@ def validate_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command("train")
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", type=click.Path())
 @click.argument("overrides", nargs=-1)
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Run folder (default runs/<recipe>-<time>/).")
@@ -122,26 +215,37 @@ def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resu
     from contextlib import nullcontext
 
     from aqakit.recipe import load_recipe
-    from aqakit.train import train
+    from aqakit.train import default_run_dir, train
 
     plugins = _plugins()
     with plugins.registry.imports_allowed() if allow_imports else nullcontext():
         r = load_recipe(recipe, overrides, registry=plugins.registry)
-        summary = train(r, plugins, run_dir=run_dir, resume=resume)
+        if run_dir is not None or not resume:  # named here, so that an interruption can say how to resume
+            run_dir = run_dir or str(default_run_dir(r))
+            click.get_current_context().ensure_object(dict)["train_run"] = TrainRun(
+                recipe, overrides, ("--allow-imports",) if allow_imports else (), run_dir)
+            _writes_to(run_dir)
+        with sigterm_interrupts():
+            summary = train(r, plugins, run_dir=run_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(to_json({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
                             "val": summary["val"], "test": summary["test"]}, indent=2))
 
 
 @cli.command("eval")
-@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False))
+@click.argument("checkpoint_path", metavar="CHECKPOINT")
+@click.argument("overrides", nargs=-1)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_cmd(checkpoint_path: str, split: str, as_json: bool) -> None:
-    """Evaluate CHECKPOINT on one split with the recipe stored inside it."""
+def eval_cmd(checkpoint_path: str, overrides: tuple[str, ...], split: str, as_json: bool) -> None:
+    """Evaluate CHECKPOINT (a checkpoint, run folder or exported folder) on one split with its stored recipe.
+
+    OVERRIDES (key=value) change the stored recipe first, e.g. data.dataset.root=NEW/PLACE.
+    """
+    from aqakit.api import local_source
     from aqakit.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(Path(checkpoint_path), split, _plugins())
+    metrics = evaluate_checkpoint(local_source(checkpoint_path), split, _plugins(), overrides)
     if as_json:
         click.echo(to_json(metrics, indent=2))
     else:
@@ -150,22 +254,32 @@ def eval_cmd(checkpoint_path: str, split: str, as_json: bool) -> None:
 
 
 @cli.command("predict")
-@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False))
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.argument("checkpoint_path", metavar="CHECKPOINT")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT... [key=value ...]")
 @click.option("--start", default=None, help="Window start: a frame number (from 1) or seconds, e.g. 4.5s.")
 @click.option("--end", default=None, help="Window end (inclusive): a frame number or seconds.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input (JSON lines).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results to FILE too.")
 def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None, end: str | None,
                 as_json: bool, out: str | None) -> None:
-    """Score, action code and commentary for video files or frame folders (or folders of them)."""
+    """Score, action code and commentary for video files or frame folders (or folders of them).
+
+    CHECKPOINT: a checkpoint, run folder, exported folder or hf://OWNER/NAME. key=value arguments that
+    are not existing paths override the stored recipe.
+    """
     from tqdm import tqdm
 
+    from aqakit.api import local_source
     from aqakit.predict import expand_inputs, format_prediction, load_predictor
 
-    predictor = load_predictor(checkpoint_path, _plugins())
-    paths = expand_inputs(list(inputs))
+    overrides = [s for s in inputs if "=" in s and not Path(s).exists()]
+    predictor = load_predictor(local_source(checkpoint_path), _plugins(), overrides)
+    paths = expand_inputs([s for s in inputs if s not in overrides])
+    if not paths:
+        raise AqakitError("aqakit predict needs at least one INPUT (a video file or frame folder)")
     failures = 0
+    if out:
+        _writes_to(out)
     sink = open(out, "w", encoding="utf-8") if out else None
     try:
         for path in tqdm(paths, desc="predict", unit="input", disable=len(paths) < 2 or None):
@@ -189,12 +303,27 @@ def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None
         raise AqakitError(f"{failures} of {len(paths)} inputs failed (see above); the others were predicted")
 
 
+@cli.command("export")
+@click.argument("source", metavar="RUN_OR_CHECKPOINT")
+@click.argument("out", metavar="DIR")
+def export_cmd(source: str, out: str) -> None:
+    """Write a self-contained model folder (model.safetensors, recipe.yaml, aqakit.json, README.md model card).
+
+    It loads with aqakit.load(DIR) / aqakit predict DIR on any machine with the plugins it names, and
+    'huggingface-cli upload OWNER/NAME DIR' publishes it as is.
+    """
+    from aqakit.export import write_export
+
+    click.echo(str(write_export(source, out, _plugins())))
+
+
 @cli.command("report")
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 def report_cmd(run_dir: str) -> None:
     """Write RUN_DIR/report.html: curves, score scatter, confusion matrices, commentary with frames."""
     from aqakit.report import write_report
 
+    _writes_to(run_dir)
     click.echo(str(write_report(Path(run_dir), _plugins())))
 
 
@@ -219,6 +348,7 @@ def sweep_cmd(sweep_file: str, overrides: tuple[str, ...], out: str | None, tabl
     sweep = load_sweep(sweep_file)
     sweep = dataclasses.replace(sweep, overrides=(*sweep.overrides, *overrides))
     out_dir = Path(out) if out else Path("runs") / "sweeps" / sweep.name
+    _writes_to(out_dir)
     failed: list[str] = []
     if not table_only:
         check_runs(sweep, _plugins().registry)
@@ -265,10 +395,11 @@ def data_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
     """Counts per split, label distributions, missing or unreadable samples (ARGS: key=value)."""
-    from aqakit.data_info import dataset_info, format_info
+    from aqakit.data_info import check_clean, dataset_info, format_info
 
     info = dataset_info(name, args, _plugins().registry)
     click.echo(to_json(info, indent=2) if as_json else format_info(info))
+    check_clean(info)  # problems: the report above, then one error line and exit 2
 
 
 @cli.command("new-plugin")
@@ -321,6 +452,7 @@ def probe_cmd(sources: tuple[str, ...], dataset_name: str, layers: str, protocol
                        cache=Path(cache) if cache else None, batch_size=batch_size, workers=workers)
     click.echo(to_json(result, indent=2) if as_json else format_table(result))
     if out:
+        _writes_to(out)
         paths = write_outputs(result, Path(out))
         click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
 
@@ -340,4 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     except AqakitError as exc:  # strict plugin mode
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
     cli.main(args=argv, prog_name="aqakit")

@@ -121,27 +121,20 @@ def _metrics(model: AQAModel, parts: list[dict[str, Any]], predictions: dict[str
     return out
 
 
-def evaluate_checkpoint(path, split: str, plugins) -> dict[str, float]:
-    """Rebuild model, dataset and splits from a checkpoint's recipe and evaluate one split."""
-    from aqakit import checkpoint
+def evaluate_checkpoint(path, split: str, plugins, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
+    """Rebuild model, dataset and splits from a checkpoint's recipe (with ``key=value`` overrides, e.g. a
+    dataset that moved) and evaluate one split."""
     from aqakit.data import attach_exemplars, build_dataset, exemplar_spec, make_loader, resolve_splits, video_transform
-    from aqakit.model import build_model
-    from aqakit.train import pick_device, recipe_from_checkpoint
+    from aqakit.loading import load_model
 
-    state = checkpoint.load(path)
-    recipe = recipe_from_checkpoint(state, plugins)
-    device = pick_device(recipe.train.device)
+    loaded = load_model(path, plugins, overrides)
+    recipe, model, device = loaded.recipe, loaded.model, loaded.device
     dataset = build_dataset(recipe, plugins.registry)
     splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed,
                             recipe.data.train_size, recipe.data.train_size_seed)
     if split not in splits.sets:
         raise AqakitError(f"this run has no '{split}' split (it has: {', '.join(splits.sets)})")
-    model = build_model(recipe, plugins.registry)
     splits = attach_exemplars(splits, dataset, exemplar_spec(dict(model.heads)), recipe.seed)
-    model.restore_heads(state.get("head_state", {}))
-    model.to(device).load_state_dict(state["model"])
-    if recipe.train.channels_last:
-        model.use_channels_last()
     loader = make_loader(splits.sets[split], batch_size=recipe.data.eval_batch_size or recipe.data.batch_size,
                          num_workers=recipe.data.num_workers, shuffle=False, seed=recipe.seed, epoch=0,
                          dist=DistInfo(), transform=video_transform(recipe, model.backbone.spec.frame_size, False))

@@ -15,57 +15,81 @@ from typing import Any
 
 import torch
 
-from aqakit import checkpoint, video
+from aqakit import video
 from aqakit.data import video_transform
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, resolve_amp
-from aqakit.model import AQAModel, build_model
+from aqakit.loading import LoadedModel, load_model
+from aqakit.model import AQAModel
 from aqakit.plugins import Plugins
 from aqakit.recipe import Recipe
 
 
 @dataclass
 class Predictor:
-    model: AQAModel
-    recipe: Recipe
-    frames: int
-    device: torch.device
+    """A trained model that scores a video file, a frame folder or decoded frames."""
+
+    loaded: LoadedModel
+
+    @property
+    def model(self) -> AQAModel:
+        return self.loaded.model
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
 
     def __call__(self, path: Path, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        """Predict for a video file or frame folder; ``start``/``end``: frame numbers or seconds (``4.5s``)."""
         t0 = time.perf_counter()
         info = video.video_info(path)
         first, last = window(info, start, end, path)
-        indices = resample(first, last, self.frames)
-        clip = video.read_frames(path, [i - 1 for i in indices])
+        clip = video.read_frames(path, [i - 1 for i in resample(first, last, self.frames)])
+        return {"input": str(path), "frames": [first, last], "fps": info["fps"], **self.run(clip, t0)}
+
+    def on_frames(self, frames: torch.Tensor, start: int | None = None, end: int | None = None,
+                  fps: float | None = None) -> dict[str, Any]:
+        """Predict for decoded uint8 frames ``C x T x H x W``; ``start``/``end``: frame numbers from 1."""
+        t0 = time.perf_counter()
+        info = {"frames": int(frames.shape[1]), "fps": fps}
+        first, last = window(info, None if start is None else str(start), None if end is None else str(end),
+                             Path("<frames>"))
+        clip = frames[:, [i - 1 for i in resample(first, last, self.frames)]]
+        return {"input": "<frames>", "frames": [first, last], "fps": fps, **self.run(clip, t0)}
+
+    @property
+    def frames(self) -> int:
+        if not self.loaded.frames:
+            raise AqakitError(f"{self.loaded.source} does not record its input window (trained by an older "
+                              "aqakit); retrain it")
+        return self.loaded.frames
+
+    def transform(self, clip: torch.Tensor) -> torch.Tensor:
+        """The evaluation transforms (resize, centre crop), as in training."""
         transform = video_transform(self.recipe, self.model.backbone.spec.frame_size, augment=False)
         if transform.crop and transform.resize is None and (
                 clip.shape[-2] < transform.crop[0] or clip.shape[-1] < transform.crop[1]):
-            transform = None  # smaller than the crop: the model resizes it up, as in training
-        clip = transform(clip) if transform else clip
+            return clip  # smaller than the crop: the model resizes it up, as in training
+        return transform(clip)
+
+    def run(self, clip: torch.Tensor, t0: float) -> dict[str, Any]:
+        clip = self.transform(clip)
         decoded = time.perf_counter()
-        with torch.no_grad(), autocast(self.device, resolve_amp(self.recipe.train.amp, self.device)):
-            outputs = self.model({"video": clip.unsqueeze(0).to(self.device)})
+        device = self.loaded.device
+        with torch.no_grad(), autocast(device, resolve_amp(self.recipe.train.amp, device)):
+            outputs = self.model({"video": clip.unsqueeze(0).to(device)})
             result = {head_id: head.describe(outputs[head_id])[0] for head_id, head in self.model.heads.items()}
         done = time.perf_counter()
-        return {"input": str(path), "frames": [first, last], "fps": info["fps"], **result,
-                "seconds": {"decode": round(decoded - t0, 3), "model": round(done - decoded, 3),
-                            "total": round(done - t0, 3)}}
+        return {**result, "seconds": {"decode": round(decoded - t0, 3), "model": round(done - decoded, 3),
+                                      "total": round(done - t0, 3)}}
 
 
-def load_predictor(path: str | Path, plugins: Plugins) -> Predictor:
-    from aqakit.train import pick_device, recipe_from_checkpoint
-
-    state = checkpoint.load(path)
-    recipe = recipe_from_checkpoint(state, plugins)
-    device = pick_device(recipe.train.device)
-    model = build_model(recipe, plugins.registry)
-    model.restore_heads(state.get("head_state", {}))
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    frames = int(state.get("input", {}).get("frames") or 0)
-    if frames < 1:
-        raise AqakitError(f"{path} does not record its input window (trained by an older aqakit); retrain it")
-    return Predictor(model, recipe, frames, device)
+def load_predictor(source: str | Path, plugins: Plugins, overrides: list[str] | tuple[str, ...] = (),
+                   device: str | None = None) -> Predictor:
+    """A Predictor for a run folder, checkpoint or exported folder (see aqakit.loading)."""
+    predictor = Predictor(load_model(source, plugins, overrides, device=device))
+    predictor.frames  # noqa: B018 - fail now, not on the first input, when the window is unknown
+    return predictor
 
 
 def parse_position(value: str, fps: float | None, what: str, path: Path) -> int:

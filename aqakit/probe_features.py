@@ -96,16 +96,11 @@ def stage_names(model: AQAModel, name: str) -> tuple[str, ...]:
 
 def load_checkpoint_model(path: Path, plugins: Plugins, label: str) -> ProbeModel:
     """A trained checkpoint, frozen, with the input window it was trained on."""
-    from aqakit.train import pick_device, recipe_from_checkpoint
+    from aqakit.loading import load_model
 
-    state = checkpoint.load(path)
-    recipe = recipe_from_checkpoint(state, plugins)
-    model = build_model(recipe, plugins.registry)
-    model.restore_heads(state.get("head_state", {}))
-    model.load_state_dict(state["model"])
-    model.to(pick_device(recipe.train.device))
-    frames = int(state.get("input", {}).get("frames") or 0) or None
-    return ProbeModel(label, "checkpoint", str(path), _freeze(model), recipe, frames, file_digest(path))
+    loaded = load_model(path, plugins)
+    return ProbeModel(label, "checkpoint", str(path), _freeze(loaded.model), loaded.recipe, loaded.frames,
+                      file_digest(path))
 
 
 def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,

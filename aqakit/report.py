@@ -176,14 +176,11 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 
 def _prediction_sections(run: Path, path: Path, plugins: Any) -> list[str]:
-    from aqakit.model import build_model
-    from aqakit.train import recipe_from_checkpoint
+    from aqakit.loading import load_model
 
     preds = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.load(run / "checkpoints" / "best.pt")
-    recipe = recipe_from_checkpoint(state, plugins)
-    model = build_model(recipe, plugins.registry)
-    model.restore_heads(state.get("head_state", {}))
+    loaded = load_model(run / "checkpoints" / "best.pt", plugins, device="cpu")
+    recipe, model = loaded.recipe, loaded.model
     out = []
     for head_id, head in model.heads.items():
         collected = preds.get(head_id, {})

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from aqakit import plugins, video
+from aqakit.loading import LoadedModel
 from aqakit.model import build_model
 from aqakit.predict import Predictor
 from aqakit.recipe import load_recipe
@@ -41,7 +42,7 @@ def predictor(recipe_path: Path, frames: int) -> Predictor:
     model = build_model(recipe, registry)
     for head in model.heads.values():
         head.fit(CAPTIONS)
-    return Predictor(model.eval(), recipe, frames, torch.device("cpu"))
+    return Predictor(LoadedModel(model.eval(), recipe, recipe_path, frames, torch.device("cpu")))
 
 
 def main() -> None:

@@ -177,10 +177,10 @@ def test_predict_on_rendered_dives_agrees_with_evaluation(checkpoint: Path, tmp_
     """The predict path gives the evaluated model's answers: exactly on the frame folders, and on mp4
     copies the dive code matches the labels at least as often as the test accuracy says (one dive slack)."""
     from aqakit.data import build_dataset
-    from aqakit.train import recipe_from_checkpoint
+    from aqakit.loading import recipe_from_state
 
     state = torch.load(checkpoint, weights_only=True)
-    recipe = recipe_from_checkpoint(state, aqakit_module_plugins)
+    recipe = recipe_from_state(state, aqakit_module_plugins)
     dataset = build_dataset(recipe, aqakit_module_plugins.registry)
     preds = torch.load(checkpoint.parent.parent / "predictions" / "test.pt", weights_only=True)
     fields = ("position", "armstand", "rotation_type", "ss_no", "tw_no")
