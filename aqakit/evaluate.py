@@ -41,11 +41,15 @@ _BATCHNORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
 @torch.no_grad()
 def recompute_batchnorm(model: torch.nn.Module, loader: Iterable[dict[str, Any]], batches: int,
-                        device: torch.device, amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo()) -> int:
+                        device: torch.device, amp_dtype: torch.dtype | None, dist: DistInfo = DistInfo(),
+                        keep: torch.nn.Module | None = None) -> int:
     """Precise BN (as in SlowFast / pytorchvideo): replace every BatchNorm layer's running statistics by
     their plain average over ``batches`` training batches under the current weights, so that evaluation
-    does not depend on the last few noisy updates of a momentum average. Returns the batches used."""
-    norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
+    does not depend on the last few noisy updates of a momentum average. BatchNorm layers inside ``keep``
+    (a backbone whose statistics are frozen) are left as they are. Returns the batches used."""
+    kept = {id(m) for m in keep.modules()} if keep is not None else set()
+    norms = [m for m in model.modules()
+             if isinstance(m, _BATCHNORMS) and m.track_running_stats and id(m) not in kept]
     if not norms or batches <= 0:
         return 0
     momenta = [m.momentum for m in norms]
@@ -53,6 +57,9 @@ def recompute_batchnorm(model: torch.nn.Module, loader: Iterable[dict[str, Any]]
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
+    for m in (keep.modules() if keep is not None else ()):
+        if isinstance(m, _BATCHNORMS):
+            m.eval()
     used = 0
     total = min(batches, len(loader)) if isinstance(loader, Sized) else batches
     for batch in tqdm(itertools.islice(loader, batches), desc="precise bn", total=total, leave=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -111,6 +112,15 @@ class SelectConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning a pretrained backbone (aqakit/finetune.py)."""
+
+    freeze: str = "none"  # none | all | a stage name (e.g. c3): backbone parameters up to it are not trained
+    freeze_bn: bool = False  # the backbone's BatchNorm layers keep their running statistics (eval mode)
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate is train.optimizer.lr x this (CoRe: 0.1)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -124,6 +134,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     select: SelectConfig = field(default_factory=SelectConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
@@ -143,13 +154,24 @@ class Recipe:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file: a UTF-8 YAML mapping of sections. Any problem is one AqakitError line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise AqakitError(f"recipe file not found: {path}") from None
+    except IsADirectoryError:
+        raise AqakitError(f"recipe {path} is a folder; give the recipe's .yaml file") from None
     except OSError as exc:
         raise AqakitError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise AqakitError(f"recipe {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}, "
+                          f"line {line}); save it as UTF-8") from None
+    if not text.strip():
+        raise AqakitError(f"recipe {path} is empty; a recipe needs at least the model and data sections")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -181,7 +203,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             raise AqakitError(f"override '{item}' must look like key.path=value or ~key.path")
         try:
             value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # ValueError: an impossible date such as 2024-13-45
             value = raw
         keys = key.split(".")
         parent = _walk(data, keys[:-1], key, create=True)
@@ -250,6 +272,7 @@ def _check_positive(recipe: Recipe) -> None:
         "train.epochs": recipe.train.epochs >= 1,
         "train.grad_accum": recipe.train.grad_accum >= 1,
         "train.optimizer.lr": recipe.train.optimizer.lr > 0,
+        "train.finetune.backbone_lr_mult": recipe.train.finetune.backbone_lr_mult >= 0,
         "data.batch_size": recipe.data.batch_size >= 1,
         "data.num_workers": recipe.data.num_workers >= 0,
         "data.val_fraction": 0.0 <= recipe.data.val_fraction < 1.0,
@@ -262,7 +285,8 @@ def _check_positive(recipe: Recipe) -> None:
         if not ok:
             value = _get_path(recipe, path)
             rule = "must be in [0, 1)" if path == "data.val_fraction" else (
-                "must be >= 0" if path == "data.num_workers" else "must be positive")
+                "must be >= 0" if path in ("data.num_workers", "train.finetune.backbone_lr_mult")
+                else "must be positive")
             raise RecipeError(path, f"{rule}, got {value!r}")
     if recipe.data.resize is not None and (len(recipe.data.resize) != 2 or min(recipe.data.resize) < 1):
         raise RecipeError("data.resize", f"must be [height, width] of positive ints, got {recipe.data.resize!r}")
@@ -338,7 +362,10 @@ def coerce(value: Any, hint: Any) -> Any:
         except ValueError:
             return value
     if isinstance(value, int) and not isinstance(value, bool) and (hint is float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond any float reads as inf, as 1e999 does
+            return math.copysign(math.inf, value)
     return value
 
 

@@ -11,7 +11,7 @@ import math
 import random
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import aqakit
-from aqakit import checkpoint, distributed
+from aqakit import checkpoint, distributed, finetune, locking
 from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, make_loader, resolve_splits,
                          to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, evaluate, recompute_batchnorm, resolve_amp
 from aqakit.model import AQAModel, build_model
 from aqakit.plugins import Plugins
-from aqakit.recipe import Recipe, dump_yaml, validate
+from aqakit.recipe import Recipe, dump_yaml
 
 
 def seed_everything(seed: int) -> None:
@@ -56,7 +56,7 @@ def pick_device(choice: str, dist: distributed.DistInfo | None = None) -> torch.
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     cfg = recipe.train.optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = finetune.param_groups(model, cfg, recipe.train.finetune)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
@@ -122,14 +122,15 @@ def train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None = None, r
     dist = distributed.init(device.type)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(recipe, plugins, run_dir, resume, dist)
+        with ExitStack() as held:  # the run folder's lock, released however the run ends
+            return _train(recipe, plugins, run_dir, resume, dist, held)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         distributed.shutdown(dist)
 
 
 def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume: bool,
-           dist: distributed.DistInfo) -> dict[str, Any]:
+           dist: distributed.DistInfo, held: ExitStack) -> dict[str, Any]:
     registry = plugins.registry
     device = pick_device(recipe.train.device, dist)
     amp_dtype = resolve_amp(recipe.train.amp, device)
@@ -137,20 +138,27 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
-    # -- run folder -----------------------------------------------------------------------------
+    # -- run folder: rank 0 locks it for the whole run and picks the checkpoint; the others follow -------
     if resume and run_dir is None:
         raise AqakitError("--resume needs --run-dir: the folder of the run to continue")
     run = Path(distributed.broadcast_object(dist, str(run_dir or default_run_dir(recipe))))
     ckpt_dir = run / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     state: dict[str, Any] | None = None
-    if resume:
-        if not last_path.exists():
-            raise AqakitError(f"nothing to resume in {run}: no checkpoints/last.pt (start it without --resume)")
-        state = checkpoint.load(last_path)
-        _check_same_recipe(recipe, state["recipe"], last_path)
-    elif last_path.exists():
-        raise AqakitError(f"{run} already holds a run; continue it with --resume or choose another --run-dir")
+    verdict: tuple[str | None, str | None] = (None, None)  # (error, checkpoint to resume from)
+    if dist.is_main:
+        try:
+            source, state = open_run_folder(run, resume, held)
+            verdict = (None, str(source) if source else None)
+        except AqakitError as exc:  # every rank raises it: none waits for a rank that gave up
+            verdict = (str(exc), None)
+    error, source = distributed.broadcast_object(dist, verdict)
+    if error:
+        raise AqakitError(error)
+    if source is not None:
+        if state is None:
+            state = checkpoint.load(source, require=checkpoint.RESUME_KEYS)
+        _check_same_recipe(recipe, state["recipe"], Path(source))
 
     # -- data, model, optimisation -------------------------------------------------------------------
     seed_everything(recipe.seed)
@@ -158,6 +166,9 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed, recipe.data.train_size,
                             recipe.data.train_size_seed)
     model = build_model(recipe, registry)
+    frozen_note = finetune.apply(model, recipe.train.finetune)
+    if frozen_note:
+        _log(dist, f"aqakit: {frozen_note}")
     check_keys(recipe, dict(model.heads), dataset)
     splits = attach_exemplars(splits, dataset, exemplar_spec(dict(model.heads)), recipe.seed)
     if state is not None:
@@ -226,6 +237,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         seed_everything(recipe.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # replayable per epoch
         t0 = time.time()
         net.train()
+        finetune.freeze_batchnorm(model, recipe.train.finetune)
         train_loader = loader("train", epoch, shuffle=True)
         sums: dict[str, float] = {}
         seen = 0
@@ -263,7 +275,8 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         scheduler.step()
         if recipe.train.precise_bn:  # batches in another order than this epoch's (its shuffle seed differs)
             recompute_batchnorm(model, loader("train", epochs + epoch, shuffle=True), recipe.train.precise_bn,
-                                device, amp_dtype, dist)
+                                device, amp_dtype, dist,
+                                keep=model.backbone if recipe.train.finetune.freeze_bn else None)
         entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
         improved = False
         if "val" in splits.sets:
@@ -282,7 +295,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         if dist.is_main:
             if improved:
                 checkpoint.save(best_path, snapshot(epoch + 1))
-            checkpoint.save(last_path, snapshot(epoch + 1))
+            checkpoint.save(last_path, snapshot(epoch + 1), previous=ckpt_dir / PREVIOUS)
             with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.writelines(checkpoint.to_json(e) + "\n" for e in entries)
             if board is not None:
@@ -306,6 +319,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
                              "imported": imported}
     if dist.is_main:
         checkpoint.atomic_write_json(run / "summary.json", summary)
+        (ckpt_dir / PREVIOUS).unlink(missing_ok=True)  # finished: last.pt and best.pt are what it keeps
         from aqakit.report import plot_curves
 
         plot_curves(run)
@@ -355,6 +369,88 @@ def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, hi
     }
 
 
+PREVIOUS = "last.prev.pt"  # the last.pt before the latest: a fallback for --resume while a run is in progress
+
+
+def open_run_folder(run: Path, resume: bool, held: ExitStack) -> tuple[Path | None, dict[str, Any] | None]:
+    """Lock ``run`` until ``held`` closes, delete temp files of interrupted writes and return the
+    checkpoint to resume from as (path, state), or (None, None) for a new run."""
+    if not run.exists():
+        run.mkdir(parents=True, exist_ok=True)
+        held.callback(_remove_if_empty, run)  # a run that fails before writing anything leaves no folder
+    lock = locking.acquire(run / locking.LOCK_NAME,
+                           f"run folder {run} is in use by {{holder}}; wait for it or choose another --run-dir")
+    held.callback(lock.release)
+    for folder in (run, run / "checkpoints", run / "predictions"):  # no writer is left: we hold the lock
+        checkpoint.remove_stale_temp_files(folder)
+    ckpt_dir = run / "checkpoints"
+    found = [p for p in (ckpt_dir / "last.pt", ckpt_dir / PREVIOUS, ckpt_dir / "best.pt") if p.is_file()]
+    if not resume:
+        if found:
+            raise AqakitError(_holds_a_run(run, found))
+        return None, None
+    if not found:
+        raise AqakitError(f"nothing to resume in {run}: no checkpoints/last.pt (start it without --resume)")
+    path, state, damaged = _newest_loadable(found)
+    if path is None or state is None:
+        raise AqakitError(f"cannot resume {run}: every checkpoint in it is damaged ({'; '.join(damaged.values())}); "
+                          f"start again with another --run-dir, or delete {ckpt_dir} and start without --resume")
+    if path.name != "last.pt":
+        last = ckpt_dir / "last.pt"
+        _repair_from(path, state, ckpt_dir, damaged)
+        print(f"resume: {damaged.get(last, f'{last} is missing')}; continuing from {path} (epoch {state['epoch']}) "
+              "instead", file=sys.stderr, flush=True)
+    return path, state
+
+
+def _newest_loadable(found: list[Path]) -> tuple[Path | None, dict[str, Any] | None, dict[Path, str]]:
+    """The loadable checkpoint of the highest epoch among ``found`` (last.pt first: when it loads it is
+    the newest), and why each unloadable one failed."""
+    loaded: list[tuple[Path, dict[str, Any]]] = []
+    damaged: dict[Path, str] = {}
+    for path in found:
+        try:
+            loaded.append((path, checkpoint.load(path, require=checkpoint.RESUME_KEYS)))
+        except AqakitError as exc:
+            damaged[path] = str(exc)
+            continue
+        if path.name == "last.pt":
+            break
+    if not loaded:
+        return None, None, damaged
+    return (*max(loaded, key=lambda item: int(item[1]["epoch"])), damaged)
+
+
+def _repair_from(path: Path, state: dict[str, Any], ckpt_dir: Path, damaged: dict[Path, str]) -> None:
+    """After a fallback to ``path``: make last.pt (and a damaged best.pt, when ``path`` is the best epoch)
+    a copy of it, so the folder is as if the run had stopped after that epoch."""
+    best = ckpt_dir / "best.pt"
+    if best in damaged or not best.is_file():
+        if state["best"]["epoch"] != state["epoch"]:
+            raise AqakitError(f"cannot resume {ckpt_dir.parent}: {best} (epoch {state['best']['epoch']}, the best "
+                              f"so far) is damaged and no other checkpoint holds it; start again with another --run-dir")
+        checkpoint.keep_copy(path, best)
+    checkpoint.keep_copy(path, ckpt_dir / "last.pt")
+
+
+def _holds_a_run(run: Path, found: list[Path]) -> str:
+    """Why a new run may not start in ``run``, and whether ``--resume`` would work."""
+    path, state, damaged = _newest_loadable(found)
+    if path is None or state is None:
+        return (f"{run} already holds a run whose checkpoints are all damaged ({', '.join(p.name for p in damaged)}); "
+                f"choose another --run-dir, or delete {run / 'checkpoints'} to start over in it")
+    why = "damaged" if any(p.name == "last.pt" for p in damaged) else "missing"
+    fallback = "" if path.name == "last.pt" else f" (from {path.name}, epoch {state['epoch']}: last.pt is {why})"
+    return f"{run} already holds a run; continue it with --resume{fallback} or choose another --run-dir"
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> None:
     """Resuming with a changed recipe would mix two experiments: refuse, naming the first difference."""
     def diff(a: Any, b: Any, prefix: str) -> str | None:
@@ -370,26 +466,3 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
     if field:
         raise AqakitError(f"recipe field '{field}' differs from the run being resumed ({path}); "
                           "resume with the same recipe and overrides, or start a new --run-dir")
-
-
-def recipe_from_checkpoint(state: dict[str, Any], plugins: Plugins) -> Recipe:
-    """Rebuild the validated recipe stored in a checkpoint, saying which plugin is missing if any."""
-    components = state.get("components")
-    if not isinstance(components, dict) or not isinstance(state.get("recipe"), dict):
-        raise AqakitError("this checkpoint has no valid 'recipe' / 'components' record (damaged, or not written by "
-                          "aqakit train)")
-    for what, record in components.items():
-        kind = "head" if str(what).startswith("heads.") else str(what)
-        name, distribution = record if isinstance(record, list) and len(record) == 2 else (record, "?")
-        try:
-            plugins.registry.get(kind, str(name))
-        except AqakitError as exc:
-            if ":" in str(name):  # never imported from a checkpoint: see docs/security.md
-                raise AqakitError(f"this checkpoint names {kind} '{name}', which no installed plugin registers; "
-                                  "aqakit never imports code named in a checkpoint: install the plugin that "
-                                  "registers it") from None
-            if "registered by both" in str(exc):
-                raise
-            raise AqakitError(f"this checkpoint needs {kind} '{name}' from the distribution '{distribution}', "
-                              f"which is not installed or not loaded (pip install {distribution})") from None
-    return validate(state["recipe"], registry=plugins.registry)
