@@ -29,6 +29,7 @@ from aqakit import checkpoint
 from aqakit.clips import cut_clips
 from aqakit.data import Prepared, video_transform
 from aqakit.errors import AqakitError
+from aqakit.weights import resolve
 from aqakit.interfaces import Dataset
 from aqakit.model import AQAModel, build_model
 from aqakit.plugins import Plugins
@@ -119,8 +120,7 @@ def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
     if frames is None and clip_len and clips.count and clips.stride:
         frames = (clips.count - 1) * clips.stride + clip_len
     weights = recipe.model.backbone.args.get("weights")
-    weights_file = Path(weights).expanduser() if weights else None
-    weights_digest = file_digest(weights_file) if weights_file and weights_file.is_file() else None
+    weights_digest = file_digest(resolve(weights, name="probe")) if weights else None  # the built model used it
     payload = json.dumps({"random_init": recipe.to_dict(), "weights": weights_digest,
                           "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)
     return ProbeModel(label, "recipe", source, _freeze(model), recipe, frames,

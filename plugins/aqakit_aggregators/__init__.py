@@ -11,6 +11,7 @@ from torch import nn
 import aqakit
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Aggregator, Representation
+from aqakit.weights import read_state_dict, split_pin
 
 
 class AvgAggregator(Aggregator):
@@ -44,22 +45,18 @@ class AvgAggregator(Aggregator):
 
 
 def load_linear(layer: nn.Linear, path: str, key: str) -> None:
-    """Initialise ``layer`` from ``<key>.weight`` / ``<key>.bias`` of a local state dict (e.g. C3D's fc6)."""
-    file = Path(path).expanduser()
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise AqakitError(f"weights file not found: {file}") from None
-    except Exception as exc:
-        raise AqakitError(f"{file}: not a loadable state dict ({type(exc).__name__})") from None
+    """Initialise ``layer`` from ``<key>.weight`` / ``<key>.bias`` of a state dict (e.g. C3D's fc6), read
+    from any ``aqakit.weights`` source (path, URL, ``hf://``, ``#sha256=`` pin)."""
+    state = read_state_dict(path, "avg: init")
+    file = split_pin(str(path))[0]
     for param in ("weight", "bias"):
-        tensor = state.get(f"{key}.{param}") if isinstance(state, dict) else None
+        tensor = state.get(f"{key}.{param}")
         target = getattr(layer, param)
         if tensor is None or tuple(tensor.shape) != tuple(target.shape):
             got = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
             raise AqakitError(f"{file}: '{key}.{param}' is {got}; the layer needs {tuple(target.shape)}")
         target.data.copy_(tensor)
-    print(f"aqakit: avg: initialised the shared layer from {file.name}:{key}", file=sys.stderr)
+    print(f"aqakit: avg: initialised the shared layer from {Path(file).name}:{key}", file=sys.stderr)
 
 
 @aqakit.hookimpl

@@ -2,13 +2,12 @@
 
 Exact at paper size (``width=1``, 16 x 112 x 112 clips -> 512 x 1 x 4 x 4 = 8192 features per clip);
 ``width`` scales every channel count and ``frame_size`` / ``clip_len`` the input, so the same code
-runs at CPU scale. Sports-1M weights load from a local ``c3d.pickle`` state dict (``weights``).
+runs at CPU scale. Sports-1M weights load from a ``c3d.pickle`` state dict (``weights``: any
+``aqakit.weights`` source).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 import aqakit
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
+from aqakit.weights import WeightReport, load_weights
 
 # (name, out channels at width 1) per conv; pools after conv1, conv2, conv3b, conv4b, conv5b
 CONVS: tuple[tuple[str, int], ...] = (
@@ -45,7 +45,8 @@ class C3D(Backbone):
 
     ``width`` scales channels (1 = paper: 64..512); ``normalise``: ``imagenet`` (the paper's code) or
     ``c3d`` (0..255 minus the Sports-1M mean, what the pretrained weights expect); ``weights``: a
-    local state dict with the Sports-1M ``c3d.pickle`` keys (conv*/fc*); fc layers are skipped here.
+    state dict with the Sports-1M ``c3d.pickle`` keys (conv*/fc*), a path, URL or ``hf://`` source;
+    fc layers are skipped here.
     ``batchnorm`` adds BatchNorm3d after every conv (not in the paper; it makes small networks
     trained from scratch on a CPU converge in a few epochs).
     """
@@ -81,8 +82,7 @@ class C3D(Backbone):
         self.spec = BackboneSpec(clip_len=clip_len, frame_size=(frame_size, frame_size),
                                  feature_dim=channels["conv5b"] * t * hw * hw, mean=mean, std=std)
         self.relu = nn.ReLU(inplace=True)
-        if weights:
-            load_c3d_weights(self, weights)
+        self.weights_report = load_c3d_weights(self, weights) if weights else None
 
     def stages(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations after each conv stage (post-pooling): c1..c5, for probing."""
@@ -98,32 +98,13 @@ class C3D(Backbone):
         return self.stages(clips)["c5"].flatten(1)
 
 
-def load_c3d_weights(model: C3D, path: str) -> None:
-    """Load conv weights from a Sports-1M ``c3d.pickle``-style state dict; report loaded / skipped keys."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise AqakitError(f"c3d weights not found: {file}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AqakitError(f"{file}: not a loadable state dict ({type(exc).__name__})") from None
-    if not isinstance(state, dict):
-        raise AqakitError(f"{file}: expected a state dict of tensors")
-    own = {f"{n}.{p}": t for n, conv in model.convs.items() for p, t in conv.state_dict().items()}
-    loaded, skipped = [], []
-    for key, tensor in state.items():
-        target = own.get(key)
-        if target is not None and torch.is_tensor(tensor) and target.shape == tensor.shape:
-            name, param = key.split(".")
-            getattr(model.convs[name], param).data.copy_(tensor)
-            loaded.append(key)
-        else:
-            why = "not a conv of this backbone" if target is None else f"shape {tuple(tensor.shape)} != {tuple(target.shape)}"
-            skipped.append(f"{key} ({why})")
-    missing = sorted(set(own) - set(loaded))
-    print(f"aqakit: c3d weights {file.name}: loaded {len(loaded)} tensors; skipped {len(skipped)}"
-          f"{': ' + ', '.join(skipped) if skipped else ''}"
-          f"{'; NOT initialised: ' + ', '.join(missing) if missing else ''}", file=sys.stderr)
+def load_c3d_weights(model: C3D, source: str) -> WeightReport:
+    """Load the conv tensors of a Sports-1M ``c3d.pickle``-style state dict (any ``aqakit.weights`` source).
+
+    fc6..fc8 are reported as not in this backbone; convs of another shape (``width`` != 1) are reported
+    and skipped, leaving those layers at their initialisation.
+    """
+    return load_weights(model.convs, source, name="c3d", on_mismatch="skip")
 
 
 @aqakit.hookimpl

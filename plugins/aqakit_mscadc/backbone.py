@@ -1,10 +1,12 @@
 """The MSCADC backbone: a C3D-like body with BatchNorm and dilated conv5 that keeps a feature map.
 
-Paper size (``width=1``, 16 frames at 180 x 180) gives a 256 x 4 x 22 x 22 map per video.
+Paper size (``width=1``, 16 frames at 180 x 180) gives a 256 x 4 x 22 x 22 map per video. ``weights``
+loads the authors' ``C3D_small_PyTorch_Trained_12.pth`` (their layer names mapped by ``from_release``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -13,6 +15,7 @@ from torch import nn
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
+from aqakit.weights import WeightReport, load_weights
 
 # (name, out channels at width 1, dilation); every conv is 3x3x3 with padding = dilation + BN + ReLU
 CONVS: tuple[tuple[str, int, int], ...] = (
@@ -24,6 +27,18 @@ STAGES: dict[str, tuple[str, ...]] = {
     "c4": ("conv4a", "conv4b"), "c5": ("conv5a", "conv5b"),
 }
 POOLS: dict[str, tuple[int, int, int]] = {"c1": (1, 2, 2), "c2": (2, 2, 2), "c3": (2, 2, 2)}  # kernel = stride
+# Layer names of the authors' C3D_dilated_body (MTL-AQA release, models/MSCADC/body.py): conv1, bn1, ... conv5b, bn5b
+RELEASE_KEY = re.compile(r"(conv|bn)(1|2|3a|3b|4a|4b|5a|5b)\.(weight|bias|running_mean|running_var|num_batches_tracked)")
+
+
+def from_release(key: str) -> str:
+    """A key of the authors' release under aqakit's name: ``conv3a.weight`` -> ``convs.conv3a.0.weight``,
+    ``bn3a.running_mean`` -> ``convs.conv3a.1.running_mean``; other keys (aqakit's own) unchanged."""
+    match = RELEASE_KEY.fullmatch(key)
+    if match is None:
+        return key
+    layer, stage, param = match.groups()
+    return f"convs.conv{stage}.{0 if layer == 'conv' else 1}.{param}"
 
 
 class ConvBNReLU(nn.Sequential):
@@ -59,6 +74,8 @@ class MSCADC(Backbone):
 
     Takes the whole sample window (``clip_len=None``) and samples ``frames`` evenly spaced frames from it
     itself. ``width`` scales channels (1 = paper: 32..256); ``frame_size`` is the input size (paper 180).
+    ``weights``: the authors' ``C3D_small_PyTorch_Trained_12.pth`` (or a state dict with aqakit's names),
+    any ``aqakit.weights`` source; it fits ``width: 1`` only.
     The paper resizes frames to 640 x 360 and crops 180 x 180: set the recipe's ``data.resize: [360, 640]``
     (train and test alike; the reference code's test loader drops that resize, QUIRKS 2). ImageNet
     normalisation, as the paper's code. Differences from the released code: conv5b pads 2 (the code pads 1,
@@ -69,7 +86,7 @@ class MSCADC(Backbone):
     contract_kwargs: ClassVar[dict] = {"width": 0.125, "frame_size": 24, "frames": 4}
 
     def __init__(self, width: float = 1.0, frame_size: int | Sequence[int] = 180, frames: int = 16,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, weights: str | None = None) -> None:
         super().__init__()
         size = _pair(frame_size)
         if width <= 0 or frames < 1 or min(size) < 1 or not 0 <= dropout < 1:
@@ -93,6 +110,8 @@ class MSCADC(Backbone):
         self.dropout = nn.Dropout(dropout)
         self.out_shape: tuple[int, int, int, int] = (channels["conv5b"], *dims)
         self.spec = BackboneSpec(clip_len=None, frame_size=size, feature_dim=channels["conv5b"], output="map")
+        self.weights_report: WeightReport | None = (
+            load_weights(self, weights, name="mscadc", rename=from_release) if weights else None)
 
     def sample(self, clips: torch.Tensor) -> torch.Tensor:
         """``B x C x T x H x W`` -> ``B x C x frames x H x W``, frames spread evenly over ``T``."""
