@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 import aqakit
 from aqakit import checkpoint, distributed, finetune, locking
-from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, make_loader, resolve_splits,
-                         to_device, training_labels, video_transform)
+from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record, make_loader,
+                         resolve_splits, to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, evaluate, recompute_batchnorm, resolve_amp
 from aqakit.model import AQAModel, build_model
@@ -215,8 +215,8 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
 
     frame_size = model.backbone.spec.frame_size
     # what `aqakit predict` resamples any input to: the window length the model was trained on
-    input_spec = state["input"] if state is not None and "input" in state else {
-        "frames": int(splits.sets["train"][0]["video"].shape[1])}
+    input_spec = state["input"] if state is not None and "input" in state else input_record(
+        splits.sets["train"][0], model.backbone.spec)
 
     def loader(split: str, epoch: int, shuffle: bool):
         return make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,

@@ -133,14 +133,14 @@ def register_commands(cli):
     @click.option("--limit", type=click.IntRange(min=1), default=None, help="With --twin: render only this many keys.")
     def synth_diving(out, n, seed, size, frames, events, twin, limit):
         """Render dives with known ground truth in the MTL-AQA release layout."""
-        from aqakit.errors import AqakitError
+        from aqakit.cache import build_new
         from aqakit_diving.synth import synthesize, synthesize_twin
 
-        out_path = Path(out)
-        if out_path.exists() and any(out_path.iterdir()):
-            raise AqakitError(f"{out_path} is not empty; choose a new --out folder (nothing was overwritten)")
-        if twin:
-            result = synthesize_twin(Path(twin), out_path, limit=limit, seed=seed, size=size, frames=frames)
-        else:
-            result = synthesize(out_path, n=n, seed=seed, size=size, frames=frames, events=events)
+        def build(tmp: Path) -> dict:
+            if twin:
+                return synthesize_twin(Path(twin), tmp, limit=limit, seed=seed, size=size, frames=frames)
+            return synthesize(tmp, n=n, seed=seed, size=size, frames=frames, events=events)
+
+        out_path = Path(out)  # rendered beside it under a lock, renamed into place when complete
+        result = {**build_new(out_path, build), "out": str(out_path)}
         click.echo(f"wrote {out_path}: {result}")

@@ -71,11 +71,11 @@ def register_commands(cli):
                   help="Competitions, each with its own camera, arena, level and judges.")
     def synth_vault(out, n, seed, size, frames, competitions):
         """Render gymnastic vaults with known ground truth in the AQA-7 layout (gym_vault only)."""
-        from aqakit.errors import AqakitError
+        from aqakit.cache import build_new
         from aqakit_vault.synth import synthesize
 
-        out_path = Path(out)
-        if out_path.exists() and any(out_path.iterdir()):
-            raise AqakitError(f"{out_path} is not empty; choose a new --out folder (nothing was overwritten)")
-        result = synthesize(out_path, n=n, seed=seed, size=size, frames=frames, competitions=competitions)
+        out_path = Path(out)  # rendered beside it under a lock, renamed into place when complete
+        result = build_new(out_path, lambda tmp: synthesize(tmp, n=n, seed=seed, size=size, frames=frames,
+                                                            competitions=competitions))
+        result["out"] = str(out_path)
         click.echo(f"wrote {out_path}: {result}")
