@@ -393,10 +393,12 @@ def _check_crop(video: torch.Tensor, size: Any) -> tuple[int, int]:
 
 
 def center_crop(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The central ``size`` = (h, w) region; offsets are floor((H - h) / 2), floor((W - w) / 2)."""
+    """The central ``size`` = (h, w) region at torchvision's ``CenterCrop`` offsets, round((H - h) / 2) and
+    round((W - w) / 2) (Python's half-to-even rounding), which the paper's released code uses: 171 -> 112
+    starts at column 30, not 29."""
     h, w = _check_crop(video, size)
     H, W = video.shape[-2:]
-    return _crop_at(video, (h, w), (H - h) // 2, (W - w) // 2)
+    return _crop_at(video, (h, w), int(round((H - h) / 2.0)), int(round((W - w) / 2.0)))
 
 
 def random_crop(video: torch.Tensor, size: tuple[int, int],

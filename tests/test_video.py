@@ -430,3 +430,15 @@ def test_video_transform_accepts_lists_and_rejects_bad_sizes():
     assert V.VideoTransform(resize=[8, 8]).resize == (8, 8)
     with pytest.raises(AqakitError):
         V.VideoTransform(crop=(8,))
+
+
+@pytest.mark.parametrize("frame,crop", [((128, 171), (112, 112)), ((64, 64), (56, 56)), ((9, 11), (4, 6)),
+                                        ((360, 640), (180, 180)), ((7, 8), (4, 5))])
+def test_center_crop_matches_torchvision_center_crop(frame, crop):
+    """The released MTL-AQA code crops with torchvision's CenterCrop: the same pixels, odd margins included."""
+    from torchvision.transforms import CenterCrop
+
+    from aqakit.video import center_crop
+
+    video = torch.arange(3 * 2 * frame[0] * frame[1], dtype=torch.int64).reshape(3, 2, *frame)
+    assert torch.equal(center_crop(video, crop), CenterCrop(crop)(video))
