@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import random
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +54,8 @@ class WorkerTraceback(Exception):
 class Prepared(TorchDataset):
     """Applies the spatial pipeline to each sample's video and adds its position as ``index``
     (used to gather evaluation results across ranks). Runs in the loader workers, where an
-    :class:`AqakitError` becomes a :class:`WorkerError` so that the user still sees one line."""
+    :class:`AqakitError` becomes a :class:`WorkerError` so that the user still sees one line.
+    Samples with pre-extracted ``features`` instead of a ``video`` pass through unchanged."""
 
     def __init__(self, inner: TorchDataset, transform: VideoTransform | None = None, augment: bool = False) -> None:
         self.inner, self.transform, self.augment = inner, transform, augment
@@ -69,8 +73,13 @@ class Prepared(TorchDataset):
 
     def _prepare(self, i: int) -> dict[str, Any]:
         sample = self.inner[i]
+        if isinstance(sample, dict) and "video" not in sample and torch.is_tensor(sample.get("features")):
+            if isinstance(sample.get(EXEMPLAR_FEATURES), list):  # attached by WithExemplars
+                sample = {**sample, EXEMPLAR_FEATURES: torch.stack(sample[EXEMPLAR_FEATURES])}
+            return {**sample, "index": i}
         if not isinstance(sample, dict) or not torch.is_tensor(sample.get("video")):
-            raise AqakitError(f"dataset samples must be dicts with a 'video' tensor; got {type(sample).__name__}")
+            raise AqakitError(f"dataset samples must be dicts with a 'video' tensor (or pre-extracted 'features'); "
+                              f"got {type(sample).__name__}")
         if self.transform is not None:
             generator = None
             if self.augment:  # drawn from the global RNG, which the engine seeds per epoch and worker
@@ -134,6 +143,49 @@ def check_keys(recipe: Recipe, heads: dict[str, Any], dataset: Dataset) -> None:
                 f"recipe field 'model.heads.{head_id}': head '{cfg.name}' matches or reads exemplar label(s) "
                 f"{', '.join(map(repr, missing))} that dataset '{recipe.data.dataset.name}' does not provide "
                 f"({', '.join(sorted(provides))})")
+    check_class_labels(recipe, heads, dataset)
+
+
+def class_label_problem(value: Any, count: int, names: list[str] | None = None) -> str | None:
+    """What is wrong with one label of a classification field of ``count`` classes (0: from data), or None.
+
+    Class names (text) are the head's business (unseen ones are ignored by the loss, as documented);
+    ``None`` means no label. An integer must be a class id 0..count-1: there is no integer "ignore"."""
+    if torch.is_tensor(value) and value.numel() == 1:
+        value = value.item()
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        whole = math.isfinite(value) and float(value).is_integer()
+        value = int(value) if whole else value
+    if not isinstance(value, numbers.Integral):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        return f"has label {shown} ({type(value).__name__}), not a class id or class name"
+    if value < 0 or (count > 0 and value >= count):
+        ids = f"0..{count - 1}" if count > 0 else ">= 0"
+        listed = f" ({', '.join(names)})" if names and len(names) <= 8 else ""
+        return f"has label {int(value)}, not one of its class ids {ids}{listed}"
+    return None
+
+
+def check_class_labels(recipe: Recipe, heads: dict[str, Any], dataset: Dataset) -> None:
+    """Every integer label of a classification head's fields (a head with ``fields``: field -> class count)
+    must be a class id it can represent, in every split, before the first step. Reads ``labels(split)``
+    only where the dataset implements it (the default would decode every video)."""
+    fields = {h: f for h, head in heads.items() if isinstance(f := getattr(head, "fields", None), dict) and f}
+    labels_of = getattr(type(dataset), "labels", None)
+    if not fields or labels_of is None or labels_of is Dataset.labels:
+        return
+    for split in dataset.splits():
+        for i, row in enumerate(dataset.labels(split)):
+            for head_id, counts in fields.items():
+                names = getattr(heads[head_id], "class_names", None) or {}
+                for name, count in counts.items():
+                    problem = class_label_problem(row.get(name), int(count or 0), names.get(name))
+                    if problem:
+                        raise AqakitError(
+                            f"recipe field 'model.heads.{head_id}': head '{recipe.model.heads[head_id].name}' field "
+                            f"'{name}': sample {row.get('key', i)} of split '{split}' {problem}")
 
 
 def resolve_splits(dataset: Dataset, val_fraction: float, seed: int, train_size: int | None = None,
@@ -199,6 +251,22 @@ def _keep_train_subset(sets: dict[str, TorchDataset], record: dict[str, Any], si
 
 
 EXEMPLAR_VIDEO = "exemplar_video"
+EXEMPLAR_FEATURES = "exemplar_features"
+
+
+def input_record(sample: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """What a model was trained on, from one training sample (stored in checkpoints as ``input``):
+    ``{"frames": T}`` of a video window, or ``{"features": [T, D]}`` of pre-extracted features.
+    A sample that does not carry what the backbone reads (``spec.input``) is a one-line error."""
+    wanted = getattr(spec, "input", "video")
+    if wanted not in sample:
+        has = "pre-extracted 'features'" if "features" in sample else "a 'video'"
+        fix = "a video backbone" if "features" in sample else "backbone 'precomputed' with dataset 'features'"
+        raise AqakitError(f"recipe field 'model.backbone': the backbone reads '{wanted}', but the dataset's samples "
+                          f"carry {has}; use {fix}")
+    if wanted == "features":
+        return {"features": [int(n) for n in sample["features"].shape]}
+    return {"frames": int(sample["video"].shape[1])}
 
 
 def exemplar_spec(heads: dict[str, Any]) -> ExemplarSpec | None:
@@ -217,8 +285,9 @@ class WithExemplars(TorchDataset):
     carved validation part and anything else left out are never drawn), ``pool_labels`` their labels.
     ``seed=None`` draws at random from torch's global RNG (training); a seed fixes each sample's draw
     by its index (evaluation). A sample is never its own exemplar (same ``key``).
-    Adds ``exemplar_video`` (list of K videos; ``Prepared`` transforms and stacks them),
-    ``exemplar_<label>`` (K floats) and ``exemplar_train_index`` (K positions in the train split).
+    Adds ``exemplar_video`` (list of K videos; ``Prepared`` transforms and stacks them) or, for samples with
+    pre-extracted features, ``exemplar_features`` (list of K; stacked by ``Prepared``), ``exemplar_<label>``
+    (K floats) and ``exemplar_train_index`` (K positions in the train split).
     """
 
     def __init__(self, inner: TorchDataset, pool: TorchDataset, pool_indices: list[int],
@@ -260,7 +329,8 @@ class WithExemplars(TorchDataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self.inner[i]
         chosen = self.draw(sample, i)
-        out = {**sample, EXEMPLAR_VIDEO: [self.pool[self.pool_indices[j]]["video"] for j in chosen],
+        key = "video" if "video" in sample or "features" not in sample else "features"
+        out = {**sample, f"exemplar_{key}": [self.pool[self.pool_indices[j]][key] for j in chosen],
                "exemplar_train_index": torch.tensor([self.pool_indices[j] for j in chosen])}
         for label in self.spec.labels:
             out[f"exemplar_{label}"] = torch.tensor([float(self.pool_labels[j][label]) for j in chosen])
@@ -301,9 +371,17 @@ def training_labels(dataset: Dataset, splits: Splits) -> list[dict[str, Any]]:
 
 
 def seed_worker(worker_id: int) -> None:
+    """Worker start: seed NumPy and ``random``; SIGTERM (``kill``, SLURM: sent to every process) stops the
+    worker quietly, as Ctrl-C does, instead of killing it by signal, which the main process reports as
+    an error of its own while it is already stopping."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # torch's worker loop ends on it with exit code 0
 
 
 def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int,

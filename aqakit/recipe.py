@@ -85,6 +85,9 @@ class DataConfig:
     flip: bool = False
     train_size: int | None = None
     train_size_seed: int | None = None
+    pin_memory: bool | None = None  # page-locked batches for fast, asynchronous copies (null: on CUDA)
+    persistent_workers: bool = False  # keep the workers across epochs (exact resume then only without augmentation)
+    prefetch_factor: int | None = None  # batches each worker loads ahead (null: torch's default, 2)
 
 
 @dataclass
@@ -93,6 +96,7 @@ class OptimizerConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9
+    fused: bool | Literal["auto"] = "auto"  # one fused kernel per step (CUDA only; auto: on CUDA)
 
 
 @dataclass
@@ -133,6 +137,9 @@ class TrainConfig:
     tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard/ (needs tensorboard)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
+    compile: bool = False  # torch.compile the backbone (first steps slower while it compiles)
+    cudnn_benchmark: bool = False  # let cuDNN time its kernels (needs deterministic: false)
+    threads: int | None = None  # intra-op CPU threads (null: $OMP_NUM_THREADS, else every CPU the process may use)
     select: SelectConfig = field(default_factory=SelectConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -199,8 +206,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             del parent[keys[-1]]
             continue
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise AqakitError(f"override '{item}' must look like key.path=value or ~key.path")
+        if not sep or not key or not key.isprintable():
+            raise AqakitError(f"override {item!r} must look like key.path=value or ~key.path")
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except (yaml.YAMLError, ValueError):  # ValueError: an impossible date such as 2024-13-45
@@ -281,6 +288,10 @@ def _check_positive(recipe: Recipe) -> None:
         checks["data.eval_batch_size"] = recipe.data.eval_batch_size >= 1
     if recipe.data.train_size is not None:
         checks["data.train_size"] = recipe.data.train_size >= 1
+    if recipe.data.prefetch_factor is not None:
+        checks["data.prefetch_factor"] = recipe.data.prefetch_factor >= 1
+    if recipe.train.threads is not None:
+        checks["train.threads"] = recipe.train.threads >= 1
     for path, ok in checks.items():
         if not ok:
             value = _get_path(recipe, path)
@@ -288,6 +299,9 @@ def _check_positive(recipe: Recipe) -> None:
                 "must be >= 0" if path in ("data.num_workers", "train.finetune.backbone_lr_mult")
                 else "must be positive")
             raise RecipeError(path, f"{rule}, got {value!r}")
+    if recipe.train.cudnn_benchmark and recipe.train.deterministic:
+        raise RecipeError("train.cudnn_benchmark", "true needs train.deterministic=false (cuDNN then picks kernels by "
+                          "timing them, so two runs can differ); set both, or leave cudnn_benchmark off")
     if recipe.data.resize is not None and (len(recipe.data.resize) != 2 or min(recipe.data.resize) < 1):
         raise RecipeError("data.resize", f"must be [height, width] of positive ints, got {recipe.data.resize!r}")
     for key in ("count", "stride"):
@@ -365,7 +379,7 @@ def coerce(value: Any, hint: Any) -> Any:
         try:
             return float(value)
         except OverflowError:  # an int beyond any float reads as inf, as 1e999 does
-            return math.copysign(math.inf, value)
+            return math.inf if value > 0 else -math.inf
     return value
 
 

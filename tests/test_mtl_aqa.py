@@ -193,8 +193,9 @@ def test_data_info_cli(tiny: Path):
     assert {s: v["count"] for s, v in info["splits"].items()} == {"train": 4, "test": 2}
     assert info["splits"]["train"]["labels"]["position"]["classes"] == {"0": 1, "1": 2, "2": 1}
     assert info["splits"]["train"]["problems"] == 0
-    text = CliRunner().invoke(cli, ["data", "info", "--dataset", "mtl_aqa", f"root={tiny}"])
-    assert text.exit_code == 0 and "[train] 4 samples" in text.stdout
+    text = CliRunner().invoke(cli, ["data", "info", "--dataset", "mtl_aqa", f"root={tiny}"])  # 103-frame windows
+    assert text.exit_code == 2 and "[train] 4 samples, 4 with problems" in text.stdout  # reach outside the video
+    assert "! 01-001: window frames -88..14 outside" in text.stdout and text.stderr.startswith("error: dataset")
 
 
 def test_data_info_bad_input_is_one_line_exit_2(tmp_path: Path):

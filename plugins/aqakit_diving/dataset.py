@@ -8,6 +8,7 @@ that ``aqakit synth diving`` writes in the same layout. Frames come from
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,11 +51,19 @@ class MTLAQA(Dataset):
         if frames < 1 or jitter < 0:
             raise AqakitError(f"mtl_aqa: frames must be >= 1 and jitter >= 0 (got frames={frames}, jitter={jitter})")
         self.frames, self.window, self.jitter, self.short, self.source = frames, window, jitter, short, source
-        self.annotations = release.load_annotations(ann_dir)
+        self.ann_dir = ann_dir
+        # every sample's fields are checked here; a bad one is refused when its split is used (split())
+        # and listed by problems() (aqakit data info), so that all of them can be reported at once
+        self.annotations: dict[Key, dict[str, Any]] = {}
+        self.invalid: dict[Key, dict[str, str]] = {}  # key -> {field: what is wrong}
+        for key, raw in release.load_annotations(ann_dir, check=False).items():
+            self.annotations[key], bad = release.check_annotation(raw)
+            if bad:
+                self.invalid[key] = bad
         caption_path = ann_dir / release.CAPTIONS
-        self.captions = release.load_captions(ann_dir) if caption_path.exists() else None
+        self.captions = release.load_captions(ann_dir, check=False) if caption_path.exists() else None
         # the seven judges' marks: in the rendered data, not in the real release (FORMAT.md)
-        self.has_judges = all(isinstance(a.get("judge_scores"), (list, tuple)) for a in self.annotations.values())
+        self.has_judges = any("judge_scores" in a for a in self.annotations.values())
         self.provides = (*LABEL_KEYS, *(("caption",) if self.captions is not None else ()),
                          *(("judge_scores",) if self.has_judges else ()))
         self.lists: dict[str, list[Key]] = {}
@@ -64,6 +73,7 @@ class MTLAQA(Dataset):
             self.list_paths[name] = path
             self.lists[name] = release.load_split(path)
         self._check_consistency(ann_dir, allow_overlap)
+        self._check_listed()
         self._warned: set[Key] = set()
 
     # -- checks ----------------------------------------------------------------------------------
@@ -86,11 +96,50 @@ class MTLAQA(Dataset):
                 "test data would leak into training (QUIRKS 13); pass allow_overlap=true to use them anyway")
         if self.captions is not None and (ann_dir / release.VOCAB).exists():
             vocab = release.load_vocab(ann_dir)["word_to_ix"]
-            used = {w for k in self.lists["train"] + self.lists["test"] for w in self.captions[k]}
+            listed = self.lists["train"] + self.lists["test"]
+            used = {w for k in listed if release.check_caption(self.captions[k]) is None for w in self.captions[k]}
             unknown = sorted(used - set(vocab))
             if unknown:
                 raise AqakitError(f"{ann_dir / release.VOCAB} disagrees with the captions: {len(unknown)} caption "
                                   f"word(s) missing from it, e.g. {unknown[0]!r}")
+
+    def _check_listed(self) -> None:
+        """Per listed sample: captions are word lists, and the judges' marks (rendered data) are all there
+        and equally many."""
+        listed = list(dict.fromkeys(self.lists["train"] + self.lists["test"]))
+        if self.captions is not None:
+            for key in listed:
+                problem = release.check_caption(self.captions[key])
+                if problem:
+                    self.invalid.setdefault(key, {})["caption"] = problem
+        if self.has_judges:
+            counts = Counter(len(self.annotations[k]["judge_scores"]) for k in listed
+                             if "judge_scores" in self.annotations[k] and "judge_scores" not in self.invalid.get(k, {}))
+            usual = counts.most_common(1)[0][0] if counts else 0
+            for key in listed:
+                marks = self.annotations[key].get("judge_scores")
+                if "judge_scores" in self.invalid.get(key, {}):
+                    continue
+                if marks is None:
+                    problem = "field 'judge_scores' is missing (other samples have judges' marks)"
+                elif len(marks) != usual:
+                    problem = f"field 'judge_scores': {len(marks)} marks, other samples have {usual}"
+                else:
+                    continue
+                self.invalid.setdefault(key, {})["judge_scores"] = problem
+
+    def sample_problem(self, key: Key) -> str | None:
+        """Everything wrong with one sample's labels, on one line; None when nothing is."""
+        bad = self.invalid.get(key)
+        return "; ".join(bad.values()) if bad else None
+
+    def _refuse_invalid(self, name: str) -> None:
+        bad = [k for k in self.lists[name] if k in self.invalid]
+        if bad:
+            more = (f" ({len(bad)} samples of the {name} split have problems; 'aqakit data info' lists them)"
+                    if len(bad) > 1 else "")
+            raise AqakitError(f"{self.ann_dir / release.ANNOTATIONS}: annotation {bad[0]} "
+                              f"{self.sample_problem(bad[0])}{more}")
 
     # -- the Dataset interface -----------------------------------------------------------------------
     def splits(self) -> tuple[str, ...]:
@@ -99,36 +148,56 @@ class MTLAQA(Dataset):
     def split(self, name: str, augment: bool = False) -> torch.utils.data.Dataset:
         if name not in self.lists:
             raise AqakitError(f"mtl_aqa has no split '{name}' (it has: train, test)")
+        self._refuse_invalid(name)
         return DiveSplit(self, self.lists[name], augment)
 
     def labels(self, split: str) -> list[dict[str, Any]]:
-        return [{**self.label(k), "length": self.annotations[k]["end_frame"] - self.annotations[k]["start_frame"] + 1,
-                 "key": key_name(k)} for k in self.lists[split]]
-
-    def problems(self, split: str) -> list[str]:
+        """Labels of a split; a sample's bad fields (see ``problems``) are left out, never guessed."""
         out = []
         for key in self.lists[split]:
-            try:
-                path = self.source_path(key)
-                numbers = [i + 1 for i in self.indices(key, 0)]
-                lo, hi, present = self._available(path)
-                if numbers[0] < lo or numbers[-1] > hi:
-                    out.append(f"{key_name(key)}: window frames {numbers[0]}..{numbers[-1]} outside {path} "
-                               f"(frames {lo}..{hi})")
-                elif present is not None and any(n not in present for n in numbers):
-                    out.append(f"{key_name(key)}: frame files missing inside the window in {path}")
-            except AqakitError as exc:
-                out.append(str(exc) if str(exc).startswith("dive ") else f"{key_name(key)}: {exc}")
+            row = self.label(key, partial=True)
+            if not self.invalid.get(key, {}).keys() & {"start_frame", "end_frame"}:
+                ann = self.annotations[key]
+                row["length"] = ann["end_frame"] - ann["start_frame"] + 1
+            out.append({**row, "key": key_name(key)})
         return out
 
+    def problems(self, split: str) -> list[str]:
+        """One line per sample with bad labels, missing frames or a window outside its video."""
+        out = []
+        for key in self.lists[split]:
+            found = [p] if (p := self.sample_problem(key)) else []
+            if not self.invalid.get(key, {}).keys() & {"start_frame", "end_frame"}:
+                found += self._frame_problems(key)
+            if found:
+                out.append(f"{key_name(key)}: {'; '.join(found)}")
+        return out
+
+    def _frame_problems(self, key: Key) -> list[str]:
+        try:
+            path = self.source_path(key)
+            numbers = [i + 1 for i in self.indices(key, 0)]
+            lo, hi, present = self._available(path)
+            if numbers[0] < lo or numbers[-1] > hi:
+                return [f"window frames {numbers[0]}..{numbers[-1]} outside {path} (frames {lo}..{hi})"]
+            if present is not None and any(n not in present for n in numbers):
+                return [f"frame files missing inside the window in {path}"]
+        except AqakitError as exc:
+            return [str(exc).removeprefix(f"dive {key_name(key)}: ")]
+        return []
+
     # -- samples -----------------------------------------------------------------------------------
-    def label(self, key: Key) -> dict[str, Any]:
+    def label(self, key: Key, partial: bool = False) -> dict[str, Any]:
+        """A sample's labels; a sample with problems is an error, or with ``partial`` its good fields only."""
+        bad = self.invalid.get(key, {})
+        if bad and not partial:
+            raise AqakitError(f"{self.ann_dir / release.ANNOTATIONS}: annotation {key} {self.sample_problem(key)}")
         ann = self.annotations[key]
-        out: dict[str, Any] = {"score": float(ann["final_score"]), "difficulty": float(ann["difficulty"])}
-        out.update({f: int(ann[f]) for f in DIVE_CODE_FIELDS})
-        if self.has_judges:
-            out["judge_scores"] = [float(m) for m in ann["judge_scores"]]
-        if self.captions is not None:
+        fields = {"score": "final_score", "difficulty": "difficulty", **{f: f for f in DIVE_CODE_FIELDS}}
+        out: dict[str, Any] = {name: ann[field] for name, field in fields.items() if field not in bad}
+        if self.has_judges and "judge_scores" not in bad:
+            out["judge_scores"] = list(ann["judge_scores"])
+        if self.captions is not None and "caption" not in bad:
             tokens = [t for t in self.captions[key] if t not in ("<sos>", "<eos>")]
             out["caption"] = " ".join(tokens)
         return out

@@ -98,15 +98,22 @@ class VideoTable(Dataset):
         path = cells.get(roles["path"])
         if tbl.empty(path):
             raise AqakitError(f"{where}: empty {roles['path']} (the video file or frame folder, relative to root)")
+        _check_kind(path, (str,), roles["path"], "a file or folder name (text)", where)
+        for role in ("split", "group", "start", "end"):
+            if role in roles:
+                _check_kind(cells.get(roles[role]), (str, int, float), roles[role], "text or a number", where)
         labels: dict[str, Any] = {}
         if "score" in roles:
             labels["score"] = tbl.number(cells.get(roles["score"]), roles["score"], where)
         for column in self.label_columns:
             if tbl.empty(cells.get(column)):
                 raise AqakitError(f"{where}: empty value in label column '{column}'")
+            _check_kind(cells[column], (str, int, float, bool), column, "a class name (text or a number)", where)
             labels[column] = tbl.text(cells[column])
         if "caption" in roles:
-            labels["caption"] = "" if tbl.empty(cells.get(roles["caption"])) else str(cells[roles["caption"]])
+            caption = cells.get(roles["caption"])
+            _check_kind(caption, (str,), roles["caption"], "text", where)
+            labels["caption"] = "" if tbl.empty(caption) else caption
         row = Row(line, str(path).strip(), str(path).strip(), labels)
         if "start" in roles:
             row.start = tbl.position(cells.get(roles["start"]), self.time_unit, roles["start"], where)
@@ -240,6 +247,14 @@ class VideoTable(Dataset):
             shift = max(1 - first, min(total - last, shift))
             first, last = first + shift, last + shift
         return video.read_frames(path, [i - 1 for i in resample(first, last, self.frames)])
+
+
+def _check_kind(value: Any, kinds: tuple[type, ...], column: str, expected: str, where: str) -> None:
+    """A JSON Lines cell of the wrong kind (a list or an object where text belongs) is one clear error;
+    empty cells (null) are left to the caller. CSV cells are always text."""
+    if value is not None and not isinstance(value, kinds):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise AqakitError(f"{where}: column '{column}' holds {shown} ({type(value).__name__}); expected {expected}")
 
 
 class TableSplit(torch.utils.data.Dataset):

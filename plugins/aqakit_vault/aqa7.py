@@ -69,17 +69,21 @@ def read_split(path: Path, name: str) -> list[tuple[int, int, float]]:
         if len(arrays) != 1:
             raise AqakitError(f"{path}: no variable '{variable}' (found: {', '.join(arrays) or 'none'})")
         table = content[arrays[0]]
-    table = np.asarray(table, dtype=np.float64)
+    try:
+        table = np.asarray(table, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AqakitError(f"{path}: rows must be numbers [class_idx, sample_idx, score]; '{variable}' holds "
+                          f"{getattr(table, 'dtype', type(table).__name__)} values") from None
     if table.size == 0:
         return []
     if table.ndim != 2 or table.shape[1] != 3:
         raise AqakitError(f"{path}: rows must be [class_idx, sample_idx, score], got an array of shape {table.shape}")
     rows = []
     for i, (c, s, score) in enumerate(table):
-        if c != round(c) or not 1 <= c <= len(CLASSES):
+        if not math.isfinite(c) or c != round(c) or not 1 <= c <= len(CLASSES):
             raise AqakitError(f"{path}: row {i + 1} has class index {c:g}; valid class indices are 1..{len(CLASSES)} "
                               f"({', '.join(CLASSES)})")
-        if s != round(s) or s < 1:
+        if not math.isfinite(s) or s != round(s) or s < 1:
             raise AqakitError(f"{path}: row {i + 1} has sample index {s:g}; sample indices are whole numbers >= 1")
         if not math.isfinite(score):
             raise AqakitError(f"{path}: row {i + 1} has a score that is not a number")
@@ -107,9 +111,12 @@ def read_competitions(path: Path) -> dict[Sample, str]:
 
 def _int(text: str, where: str) -> int:
     try:
-        return int(float(text))
+        value = float(text)
     except ValueError:
         raise AqakitError(f"{where}: sample_idx '{text}' is not a number") from None
+    if not math.isfinite(value) or value != round(value) or value < 1:
+        raise AqakitError(f"{where}: sample_idx '{text}' is not a sample index (a whole number >= 1)")
+    return int(value)
 
 
 def resolve_class(name: str | int, where: str = "aqa7: classes") -> str:
