@@ -186,6 +186,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise AqakitError(f"recipe {path}{where}: invalid YAML: {problem}") from None
+    except ValueError as exc:  # e.g. a date YAML cannot construct: name: 2024-13-45
+        raise AqakitError(f"recipe {path}: a value YAML cannot read ({' '.join(str(exc).split())[:120]}); "
+                          "quote it to keep it as text") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
