@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import gc
 import json
 import os
 import shlex
@@ -20,7 +21,7 @@ import click
 
 from aqakit.checkpoint import to_json
 from aqakit.errors import AqakitError, os_error
-from aqakit.interfaces import KINDS
+from aqakit.interfaces import KINDS, MODEL_KINDS
 
 
 class AqakitGroup(click.Group):
@@ -111,7 +112,7 @@ def write_error_message(exc: BaseException, obj: dict) -> str | None:
         path = path.parent
     hint = ""
     if run and (path == Path(run.run_dir) or Path(run.run_dir) in path.parents):
-        hint = "; choose another --run-dir"
+        hint = "; make it writable or choose another --run-dir"
     if err.errno == errno.EROFS:
         return f"{path} is not writable (read-only file system){hint}"
     return f"cannot access {path} ({NOT_WRITABLE[err.errno]}){hint}"
@@ -123,20 +124,68 @@ def _writes_to(path: str | Path) -> None:
 
 
 @contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While active, SIGTERM (``kill``, SLURM) raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
+def stop_on_signals() -> Iterator[list[int]]:
+    """Inside the block, SIGTERM (``kill``, SLURM) stops the main thread as Ctrl-C (SIGINT) does: with a
+    KeyboardInterrupt. Yields the list of signals received.
+
+    Python ignores an exception raised in a finaliser or fork hook, so the signal is sent again every
+    second until the block has ended; once one arrived, any error ending the block (e.g. torch's "DataLoader
+    worker exited unexpectedly" when the workers stop first) is reported as the interruption it is.
+    """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
+    done = threading.Event()
+
+    def send_again() -> None:
+        while not done.wait(1.0):
+            os.kill(os.getpid(), received[0])
+
+    resender = threading.Thread(target=send_again, daemon=True, name="aqakit-stop")
 
     def interrupt(signum: int, frame: object) -> None:
+        if done.is_set():
+            return
+        if not received:
+            received.append(signum)
+            resender.start()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def unraisable(info: object) -> None:  # once stopping: ignored copies of the interruption, loaders
+        if not received:                      # it left half-built; not worth a traceback each
+            hook(info)
+
+    handled = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
-        yield
+        yield received
+    except BaseException as exc:
+        if not received:
+            raise
+        done.set()  # no more interruptions while the loaders it left are finalised
+        _finalise(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt from exc
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        done.set()
+        if resender.is_alive():
+            resender.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        sys.unraisablehook = hook
+
+
+def _finalise(exc: BaseException | None) -> None:
+    """Free what the frames of ``exc`` (and the errors it chains) hold, e.g. loaders, now rather than later."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
 
 
 @click.group(cls=AqakitGroup)
@@ -225,7 +274,7 @@ def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resu
             click.get_current_context().ensure_object(dict)["train_run"] = TrainRun(
                 recipe, overrides, ("--allow-imports",) if allow_imports else (), run_dir)
             _writes_to(run_dir)
-        with sigterm_interrupts():
+        with stop_on_signals():
             summary = train(r, plugins, run_dir=run_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(to_json({"run_dir": summary["run_dir"], "best_epoch": summary["best_epoch"],
@@ -327,6 +376,22 @@ def report_cmd(run_dir: str) -> None:
     click.echo(str(write_report(Path(run_dir), _plugins())))
 
 
+@cli.command("demo")
+@click.argument("source", metavar="SOURCE")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this computer only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--no-browser", is_flag=True, help="Do not open the page in a web browser.")
+@click.option("--max-upload-mb", type=float, default=500, show_default=True, help="Largest video the page accepts.")
+def demo_cmd(source: str, host: str, port: int, no_browser: bool, max_upload_mb: float) -> None:
+    """Serve a local web page that scores an uploaded video (score, action code, commentary, frames).
+
+    SOURCE: a checkpoint, run folder, exported folder or hf://OWNER/NAME. Ctrl-C stops it.
+    """
+    from aqakit.demo import serve
+
+    serve(source, host, port, open_browser=not no_browser, max_upload_mb=max_upload_mb, say=click.echo)
+
+
 @cli.command("sweep")
 @click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
@@ -334,17 +399,33 @@ def report_cmd(run_dir: str) -> None:
               help="Folder of the sweep's runs and tables (default runs/sweeps/<name>/).")
 @click.option("--table-only", is_flag=True, help="Only rebuild the table from the runs finished so far.")
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
-              help="GPUs per run (default: all visible; several -> one torchrun per run).")
+              help="GPUs per run (default: all visible, or an equal share with --jobs; 0 with --launcher "
+                   "submitit; several -> one torchrun per run).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs trained at once on this machine (CPU threads split between them, GPUs shared out).")
+@click.option("--launcher", type=click.Choice(["local", "submitit"]), default="local", show_default=True,
+              help="local: runs train here; submitit: one SLURM job per run (pip install 'aqakit[cluster]').")
+@click.option("--cluster", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,
+              help="With --launcher submitit: SLURM, or submitit's local executor (every run at once, here).")
+@click.option("--submitit", "submitit_args", multiple=True, metavar="KEY=VALUE",
+              help="With --launcher submitit: a job setting, e.g. slurm_partition=gpu, timeout_min=240, "
+                   "cpus_per_task=8 (repeatable).")
 def sweep_cmd(sweep_file: str, overrides: tuple[str, ...], out: str | None, table_only: bool,
-              gpus: int | None) -> None:
+              gpus: int | None, jobs: int, launcher: str, cluster: str, submitit_args: tuple[str, ...]) -> None:
     """Train every combination in SWEEP (skipping finished runs, resuming partial ones); tabulate metrics.
 
     OVERRIDES (key=value / ~key) apply to every run, after the sweep file's own, e.g. the data folder.
     """
     import dataclasses
 
-    from aqakit.sweep import check_runs, execute, load_sweep, write_tables
+    from aqakit.sweep import (check_runs, execute, execute_submitit, interruptible, load_sweep, submitit_executor,
+                              visible_devices, write_tables)
+    from aqakit.throughput import threads_per_run
 
+    if launcher == "submitit" and jobs > 1:
+        raise AqakitError("--jobs is for --launcher local; with submitit every run is its own job")
+    if launcher == "local" and (submitit_args or cluster != "slurm"):
+        raise AqakitError("--cluster and --submitit go with --launcher submitit")
     sweep = load_sweep(sweep_file)
     sweep = dataclasses.replace(sweep, overrides=(*sweep.overrides, *overrides))
     out_dir = Path(out) if out else Path("runs") / "sweeps" / sweep.name
@@ -352,11 +433,17 @@ def sweep_cmd(sweep_file: str, overrides: tuple[str, ...], out: str | None, tabl
     failed: list[str] = []
     if not table_only:
         check_runs(sweep, _plugins().registry)
-        if gpus is None:
-            import torch
-
-            gpus = torch.cuda.device_count()
-        failed = execute(sweep, out_dir, gpus=gpus, echo=click.echo)
+        with interruptible():
+            if launcher == "submitit":
+                executor = submitit_executor(out_dir, cluster, gpus or 0, submitit_args)
+                threads = threads_per_run(len(sweep.runs)) if cluster == "local" else None
+                failed = execute_submitit(sweep, out_dir, executor, gpus=gpus or 0, echo=click.echo,
+                                          env={"OMP_NUM_THREADS": str(threads)} if threads else None)
+            else:
+                devices = visible_devices()
+                if gpus is None:
+                    gpus = len(devices) if jobs == 1 else (max(1, len(devices) // jobs) if devices else 0)
+                failed = execute(sweep, out_dir, gpus=gpus, jobs=jobs, devices=devices, echo=click.echo)
     table, _, finished = write_tables(sweep, out_dir)
     click.echo(table.read_text(encoding="utf-8"))
     click.echo(f"tables: {table} and {table.with_suffix('.csv')} ({finished} of {len(sweep.runs)} runs finished)")
@@ -386,7 +473,24 @@ def synth_commands(group: click.Group) -> click.Group:
 
 @cli.group("data")
 def data_group() -> None:
-    """Inspect datasets."""
+    """Inspect and prepare datasets."""
+
+
+def data_prepare_commands(group: click.Group) -> click.Group:
+    """The ``data prepare`` group of ``group`` (a plugin's ``register_commands`` adds a dataset's
+    preparation to it), created with ``data`` when a host CLI lacks them."""
+    data = group.commands.get("data")
+    if not isinstance(data, click.Group):
+        data = group.group("data", help="Inspect and prepare datasets.")(lambda: None)
+    found = data.commands.get("prepare")
+    if isinstance(found, click.Group):
+        return found
+
+    @data.group("prepare")
+    def prepare() -> None:
+        """Turn a dataset's downloaded files into the layout its reader reads."""
+
+    return prepare
 
 
 @data_group.command("info")
@@ -406,7 +510,7 @@ def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
 @click.argument("name")
 @click.option("--dir", "parent", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder to create aqakit-plugin-NAME/ in.")
-@click.option("--kinds", default=",".join(KINDS), show_default=True,
+@click.option("--kinds", default=",".join(MODEL_KINDS), show_default=True,
               help="Comma-separated component kinds to generate.")
 def new_plugin_cmd(name: str, parent: str, kinds: str) -> None:
     """Write an installable aqakit-plugin-NAME package: components, recipe, tests (it trains as generated)."""

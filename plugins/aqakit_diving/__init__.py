@@ -144,3 +144,33 @@ def register_commands(cli):
         out_path = Path(out)  # rendered beside it under a lock, renamed into place when complete
         result = {**build_new(out_path, build), "out": str(out_path)}
         click.echo(f"wrote {out_path}: {result}")
+
+    from aqakit.cli import data_prepare_commands
+
+    @data_prepare_commands(cli).command("mtl-aqa")
+    @click.option("--videos", type=click.Path(file_okay=False, exists=True), required=True,
+                  help="Folder with the event videos, named by number: 01.mp4 (or 1.mp4, 01.mkv, ...).")
+    @click.option("--out", type=click.Path(file_okay=False), required=True,
+                  help="The dataset folder to write (root= of mtl_aqa); existing complete videos are skipped.")
+    @click.option("--annotations", type=click.Path(file_okay=False, exists=True), default=None,
+                  help="The release's annotation folder (copied into --out) [default: --out].")
+    @click.option("--layout", type=click.Choice(["frames", "videos"]), default="frames", show_default=True,
+                  help="frames: the dives' frames as JPEGs; videos: the videos as whole_videos/NN.mp4.")
+    @click.option("--frames", type=click.IntRange(min=1), default=103, show_default=True,
+                  help="With --layout frames: the longest window a recipe will read (mtl_aqa frames=).")
+    @click.option("--margin", type=click.IntRange(min=0), default=3, show_default=True,
+                  help="With --layout frames: extra frames on each side (mtl_aqa's jitter=).")
+    def prepare_mtl_aqa(videos, out, annotations, layout, frames, margin):
+        """Turn the MTL-AQA event videos into the layout mtl_aqa reads (resumable)."""
+        from aqakit_diving.prepare import check_prepared, prepare
+
+        result = prepare(Path(videos), Path(out), Path(annotations) if annotations else None, layout=layout,
+                         frames=frames, margin=margin)
+        for line in result["problems"]:
+            click.echo(f"  ! {line}", err=True)
+        done = [f"{what}: {', '.join(names)}" for what, names in (("built now", result["built"]),
+                                                                   ("already there", result["skipped"])) if names]
+        click.echo(f"prepared {result['prepared']} of {result['videos']} videos in {out} ({layout}"
+                   f"{''.join('; ' + d for d in done)})")
+        check_prepared(result)
+        click.echo(f"check it: aqakit data info --dataset mtl_aqa root={out}")
