@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset, get_worker_info
+from torch.utils.data import (DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler, Subset,
+                              get_worker_info)
 from torch.utils.data import Dataset as TorchDataset
 
 from aqakit.distributed import DistInfo
@@ -386,16 +387,30 @@ def _stop_worker(signum: int, frame: Any) -> None:
 
 def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int,
                 epoch: int, dist: DistInfo, transform: VideoTransform | None = None,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, persistent_workers: bool = False,
+                prefetch_factor: int | None = None) -> DataLoader:
     """A loader whose order depends only on (seed, epoch): a resumed epoch replays exactly.
-    ``shuffle`` marks the training loader: it shuffles and applies the random parts of ``transform``."""
+    ``shuffle`` marks the training loader: it shuffles and applies the random parts of ``transform``.
+
+    ``persistent_workers`` (with workers) keeps the worker processes for the loader's whole life: move it
+    to the next epoch with :func:`next_epoch` instead of making a new one. Each worker then reseeds its
+    random generators from (seed, epoch, worker) at its first sample of an epoch, so augmentation and
+    exemplar draws replay on resume as with fresh workers (the streams differ from a fresh loader's).
+    ``prefetch_factor``: batches each worker loads ahead (None: torch's default; ignored without workers)."""
     ds = Prepared(ds, transform, augment=shuffle)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     sampler = None
     if dist.enabled:
         sampler = DistributedSampler(ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle,
                                      seed=seed, drop_last=False)
         sampler.set_epoch(epoch)
+    persistent = persistent_workers and num_workers > 0
+    if persistent:
+        order = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # the loader's own draws do not move it
+        if sampler is None:
+            sampler = RandomSampler(ds, generator=order) if shuffle else SequentialSampler(ds)
+        sampler = EpochTagged(sampler, epoch_seed(seed, epoch), order)
+        ds = Reseeded(ds)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -405,8 +420,65 @@ def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle:
         generator=generator,
         worker_init_fn=seed_worker,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=persistent,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's loader order (and, with persistent workers, of its workers' generators)."""
+    return seed * 1_000_003 + epoch
+
+
+def next_epoch(loader: DataLoader, seed: int, epoch: int) -> DataLoader:
+    """Point a loader made by :func:`make_loader` at ``epoch``: the order (and, with persistent workers, the
+    workers' seeds) of a fresh loader for that epoch. Returns ``loader``."""
+    loader.generator.manual_seed(epoch_seed(seed, epoch))
+    sampler = loader.sampler
+    if isinstance(sampler, EpochTagged):
+        sampler.tag = epoch_seed(seed, epoch)
+        sampler.order.manual_seed(epoch_seed(seed, epoch))
+        sampler = sampler.inner
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
+    return loader
+
+
+class EpochTagged(Sampler):
+    """Yields ``(tag, index)``: the epoch's seed travels with every index to the worker that loads it.
+    ``order`` is the generator of the shuffle (reseeded per epoch by :func:`next_epoch`)."""
+
+    def __init__(self, inner: Sampler, tag: int, order: torch.Generator) -> None:
+        self.inner, self.tag, self.order = inner, tag, order
+
+    def __iter__(self):
+        tag = self.tag
+        return ((tag, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class Reseeded(TorchDataset):
+    """Takes ``(tag, index)``; at the first index of a new tag a worker reseeds torch, NumPy and ``random``
+    from (tag, worker id), as a freshly started worker is seeded."""
+
+    def __init__(self, inner: TorchDataset) -> None:
+        self.inner, self.tag = inner, None
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
+        tag, i = item
+        if tag != self.tag:
+            info = get_worker_info()
+            value = (tag * 9_973 + (info.id if info is not None else 0)) % 2**63
+            torch.manual_seed(value)
+            np.random.seed(value % 2**32)
+            random.seed(value)
+            self.tag = tag
+        return self.inner[i]
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
