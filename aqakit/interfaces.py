@@ -2,17 +2,21 @@
 
 Shapes (B = videos in the batch, N = clips per video):
 
-* Dataset sample: ``{"video": uint8 C x T x H x W, "<label>": ..., "key": str}``.
+* Dataset sample: ``{"video": uint8 C x T x H x W, "<label>": ..., "key": str}``, or pre-extracted
+  ``"features"`` (float ``T x D``) instead of ``"video"`` for backbones whose spec has ``input="features"``.
 * Backbone input: float ``B*N x C x t x H x W`` (normalised on the device by the core);
   output ``B*N x D`` (``output="vector"``) or ``B*N x D x t' x h' x w'`` (``output="map"``).
 * Aggregator input: ``B x N x D`` (or ``B x N x D x t' x h' x w'``); output :class:`Representation`.
 * TaskHead: ``Representation -> output``; ``loss(output, batch)``; per-sample ``collect`` for metrics.
+
+A fifth kind, :class:`Logger`, takes no part in the model: it receives a run's metrics (rank 0 only).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -27,6 +31,8 @@ class BackboneSpec:
 
     ``clip_len`` is frames per clip, or ``None`` to take the whole video window in one pass.
     ``mean``/``std`` are per channel on the 0..1 scale: input = (uint8 / 255 - mean) / std.
+    ``input="features"``: the backbone reads a sample's pre-extracted ``features`` (``T x D`` float) instead of
+    its ``video``; the core neither normalises nor cuts them and hands the backbone ``B*T x D`` (T "clips").
     """
 
     clip_len: int | None
@@ -35,6 +41,7 @@ class BackboneSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     output: Literal["vector", "map"] = "vector"
+    input: Literal["video", "features"] = "video"
 
 
 @dataclass(frozen=True)
@@ -180,11 +187,60 @@ class Dataset(ABC):
     def labels(self, split: str) -> list[dict[str, Any]]:
         """Per-sample labels without decoding video (``aqakit data info``); override when cheap."""
         data = self.split(split)
-        return [{k: v for k, v in data[i].items() if k != "video"} for i in range(len(data))]
+        return [{k: v for k, v in data[i].items() if k not in ("video", "features")} for i in range(len(data))]
 
     def problems(self, split: str) -> list[str]:
         """Missing or unreadable samples of a split, one line each (``aqakit data info``)."""
         return []
 
 
-KINDS: tuple[str, ...] = ("backbone", "aggregator", "head", "dataset")
+@dataclass(frozen=True)
+class RunInfo:
+    """What a :class:`Logger` learns about its run when it starts.
+
+    ``history`` holds the ``metrics.jsonl`` entries of the epochs already done (from the checkpoint a
+    resumed run continues; empty for a new run): ``{"epoch", "split", "metrics", ["seconds"]}``.
+    """
+
+    run_dir: Path
+    name: str
+    recipe: dict[str, Any]
+    epochs: int
+    steps_per_epoch: int
+    start_epoch: int = 0
+    history: tuple[dict[str, Any], ...] = ()
+
+
+class Logger(ABC):
+    """Where a run's metrics go (metrics.jsonl, CSV, TensorBoard, W&B, ...). Rank 0 only.
+
+    The recipe's arguments go to the factory; :meth:`start` then hands over the run. Steps count the
+    training batches of the whole run from 1 (epoch ``e``'s last step is ``e * steps_per_epoch``); a
+    resumed run replays from the step after ``start_epoch * steps_per_epoch``. ``packages`` names the
+    optional packages (import names) the logger needs: recipe validation refuses it without them.
+    """
+
+    packages: ClassVar[tuple[str, ...]] = ()
+
+    def start(self, run: RunInfo) -> None:
+        """Called once before the first epoch (also on resume: ``run.history`` is what is done)."""
+
+    @abstractmethod
+    def log_step(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
+        """Training metrics (means over the batches since the last call) at global ``step`` of ``epoch``."""
+        ...
+
+    @abstractmethod
+    def log_epoch(self, epoch: int, entries: list[dict[str, Any]]) -> None:
+        """One epoch's ``metrics.jsonl`` entries (train, and val if any), after its checkpoint is saved."""
+        ...
+
+    def log_images(self, epoch: int, images: dict[str, bytes]) -> None:
+        """PNG images by name (the run report's figures, at the end of the run)."""
+
+    def close(self) -> None:
+        """Flush and release everything; called once, however the run ends."""
+
+
+MODEL_KINDS: tuple[str, ...] = ("backbone", "aggregator", "head", "dataset")
+KINDS: tuple[str, ...] = (*MODEL_KINDS, "logger")

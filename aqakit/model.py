@@ -17,7 +17,8 @@ from aqakit.registry import Registry
 
 
 class AQAModel(nn.Module):
-    """Normalises uint8 video on its device, cuts clips, runs ALL clips of the batch in one forward."""
+    """Normalises uint8 video on its device, cuts clips, runs ALL clips of the batch in one forward.
+    A backbone with ``spec.input == "features"`` reads the batch's pre-extracted ``features`` instead."""
 
     def __init__(self, backbone: Backbone, aggregator: Aggregator, heads: dict[str, TaskHead],
                  weights: dict[str, float], clips: ClipsConfig | None = None) -> None:
@@ -49,28 +50,48 @@ class AQAModel(nn.Module):
             x = x.reshape(b, t, c, h, w).transpose(1, 2)
         return (x - self.mean) / self.std
 
-    def represent(self, video: torch.Tensor) -> Representation:
-        x = self.prepare(video)
-        clips = cut_clips(x, self.backbone.spec.clip_len, self.clips.count, self.clips.stride)
+    @property
+    def input_key(self) -> str:
+        """The batch key the model reads: ``video``, or ``features`` for a backbone declaring ``input="features"``."""
+        return getattr(self.backbone.spec, "input", "video")
+
+    def clip_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-clip backbone features ``B x N x D`` (or ``B x N x D x ...`` maps) of uint8 video ``B x C x T x H x W``,
+        or of pre-extracted features ``B x T x D`` (``input="features"``: T clips, not normalised or cut)."""
+        if self.input_key == "features":
+            clips = x.float()
+        else:
+            clips = cut_clips(self.prepare(x), self.backbone.spec.clip_len, self.clips.count, self.clips.stride)
         b, n = clips.shape[:2]
         clips = clips.flatten(0, 1)
-        if self.channels_last:
+        if self.channels_last and clips.dim() == 5:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         feats = self.backbone(clips)
-        return self.aggregator(feats.reshape(b, n, *feats.shape[1:]))
+        return feats.reshape(b, n, *feats.shape[1:])
+
+    def represent(self, video: torch.Tensor) -> Representation:
+        return self.aggregator(self.clip_features(video))
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         rep = self.represent_batch(batch)
         return {head_id: head(rep) for head_id, head in self.heads.items()}
 
     def represent_batch(self, batch: Batch) -> Representation:
-        """The batch's representation; attached exemplars (``exemplar_video`` ``B x K x C x T x H x W``)
-        go through the same backbone and aggregator and reach the heads in ``extra``."""
-        video, exemplars = batch["video"], batch.get("exemplar_video")
+        """The batch's representation; attached exemplars (``exemplar_video`` ``B x K x C x T x H x W``, or
+        ``exemplar_features`` ``B x K x T x D``) go through the same backbone and aggregator and reach the heads
+        in ``extra``."""
+        key = self.input_key
+        if key not in batch:
+            other = next((k for k in ("video", "features") if k in batch), None)
+            needs = "pre-extracted 'features' (dataset 'features')" if key == "features" else "'video'"
+            raise AqakitError(f"backbone '{type(self.backbone).__name__}' reads {needs}, but the batch holds "
+                              f"{repr(other) if other else 'neither'}; use backbone 'precomputed' with a features "
+                              "dataset, or a video backbone with a video dataset")
+        video, exemplars = batch[key], batch.get(f"exemplar_{key}")
         if exemplars is None:
             return self.represent(video)
         b, k = exemplars.shape[:2]
-        if exemplars.shape[3:] == video.shape[2:]:  # one batched forward for queries and exemplars
+        if exemplars.shape[2:] == video.shape[1:]:  # one batched forward for queries and exemplars
             both = self.represent(torch.cat([video, exemplars.flatten(0, 1)]))
             rep = Representation(both.pooled[:b], None if both.sequence is None else both.sequence[:b],
                                  {name: t[:b] for name, t in both.extra.items()})
@@ -79,7 +100,7 @@ class AQAModel(nn.Module):
             rep, pooled = self.represent(video), self.represent(exemplars.flatten(0, 1)).pooled
         rep.extra["exemplar_pooled"] = pooled.reshape(b, k, *pooled.shape[1:])
         for name, value in batch.items():
-            if name.startswith("exemplar_") and name != "exemplar_video" and torch.is_tensor(value):
+            if name.startswith("exemplar_") and name != f"exemplar_{key}" and torch.is_tensor(value):
                 rep.extra[name] = value
         return rep
 

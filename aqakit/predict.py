@@ -59,6 +59,9 @@ class Predictor:
 
     @property
     def frames(self) -> int:
+        if self.model.input_key != "video":
+            raise AqakitError(f"{self.loaded.source} reads pre-extracted features, not video: predict with the model "
+                              "the features were extracted with, or evaluate this one with aqakit eval")
         if not self.loaded.frames:
             raise AqakitError(f"{self.loaded.source} does not record its input window (trained by an older "
                               "aqakit); retrain it")

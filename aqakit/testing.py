@@ -17,7 +17,8 @@ Components are built with their defaults plus the class attribute ``contract_kwa
 a function returning one, e.g. to render a tiny dataset first) when they need arguments to be small
 or valid. Heads build their test targets with ``example_batch``. Components whose inputs are not the
 default vectors (e.g. feature maps) provide ``contract_input(batch_size)``: the aggregator's input
-tensor, or the :class:`Representation` a head receives. See docs/plugins/testing.md.
+tensor, the :class:`Representation` a head receives, or a backbone's input when it is not video clips.
+Loggers are started in a temporary run folder and fed a step, an epoch and an image. See docs/plugins/testing.md.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def check_backbone(factory: Any, name: str = "backbone") -> None:
     spec = getattr(model, "spec", None)
     assert isinstance(spec, BackboneSpec), f"{name}: .spec must be an aqakit.interfaces.BackboneSpec"
     assert len(spec.mean) == 3 and len(spec.std) == 3, f"{name}: spec mean/std need 3 channels"
+    make = getattr(model, "contract_input", None)  # e.g. pre-extracted features (spec.input == "features")
     t = spec.clip_len or 8
-    clips = torch.randn(BATCH, 3, t, *spec.frame_size, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    clips = make(BATCH) if make else torch.randn(BATCH, 3, t, *spec.frame_size, generator=g)
     model.train()
     out = model(clips)
     _assert_finite(name, out)
@@ -140,14 +143,49 @@ def check_dataset(factory: Any, name: str = "dataset", max_samples: int = 2) -> 
         for i in range(min(max_samples, len(data))):
             sample = data[i]
             assert isinstance(sample, dict), f"{name}: samples must be dicts"
-            video = sample.get("video")
-            assert torch.is_tensor(video) and video.dtype == torch.uint8 and video.dim() == 4 and video.shape[0] == 3, (
-                f"{name}: sample['video'] must be a uint8 C x T x H x W tensor with C=3")
+            features = sample.get("features")
+            if "video" not in sample and torch.is_tensor(features):  # pre-extracted features instead of video
+                assert features.is_floating_point() and features.dim() == 2, (
+                    f"{name}: sample['features'] must be a float T x D tensor")
+            else:
+                video = sample.get("video")
+                assert torch.is_tensor(video) and video.dtype == torch.uint8 and video.dim() == 4 and video.shape[0] == 3, (
+                    f"{name}: sample['video'] must be a uint8 C x T x H x W tensor with C=3")
             missing = [k for k in ds.provides if k not in sample]
             assert not missing, f"{name}: split '{split}' sample {i} lacks provided key(s) {missing}"
 
 
-CHECKS = {"backbone": check_backbone, "aggregator": check_aggregator, "head": check_head, "dataset": check_dataset}
+TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001149444154"
+                         "789c63f8cfc0c0f01f8c8018001df003fdd3d07d260000000049454e44ae426082")  # 2 x 2 RGB
+
+
+def check_logger(factory: Any, name: str = "logger") -> None:
+    """Start a logger in a temporary run folder (as a run resumed after one epoch), log steps, an epoch and
+    an image, close it: it must be a :class:`aqakit.interfaces.Logger` and nothing may raise."""
+    import tempfile
+
+    from aqakit.interfaces import Logger, RunInfo
+
+    kwargs = _kwargs(factory)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        logger = factory(**kwargs)
+        assert isinstance(logger, Logger), f"{name}: must be an aqakit.interfaces.Logger"
+        done = [{"epoch": 1, "split": "train", "metrics": {"loss": 1.0, "lr": 0.1}, "seconds": 0.5},
+                {"epoch": 1, "split": "val", "metrics": {"loss": 0.9, "score.spearman": float("nan")}}]
+        logger.start(RunInfo(run_dir=run_dir, name="contract", recipe={"name": "contract", "train": {"epochs": 2}},
+                             epochs=2, steps_per_epoch=2, start_epoch=1, history=tuple(done)))
+        logger.log_step(3, 2, {"loss": 0.8, "score.loss": 0.8, "lr": 0.1})
+        logger.log_step(4, 2, {"loss": 0.7, "score.loss": 0.7, "lr": 0.1})
+        logger.log_epoch(2, [{"epoch": 2, "split": "train", "metrics": {"loss": 0.75, "lr": 0.1}, "seconds": 0.5},
+                             {"epoch": 2, "split": "val", "metrics": {"loss": 0.7, "score.spearman": 0.5}}])
+        logger.log_images(2, {"curves": TINY_PNG})
+        logger.close()
+
+
+CHECKS = {"backbone": check_backbone, "aggregator": check_aggregator, "head": check_head, "dataset": check_dataset,
+          "logger": check_logger}
 
 
 def check_component(component: Any) -> None:
