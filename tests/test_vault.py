@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from aqakit_vault import aqa7, render, synth
+from aqakit_vault.aqa7 import AQA7
 from conftest import run_aqakit
 from torchvision.io import encode_jpeg
 
 from aqakit.errors import AqakitError
-from aqakit_vault import aqa7, render, synth
-from aqakit_vault.aqa7 import AQA7
 
 # (class_idx, sample_idx, score): gym_vault (2) and diving (1) samples; frames per folder
 TRAIN = [(2, 1, 14.5), (2, 2, 13.1), (2, 4, 15.2), (1, 3, 80.0), (1, 7, 61.5)]
@@ -229,7 +230,7 @@ def test_synth_vault_cli(tmp_path):
     result = run_aqakit("synth", "vault", "--out", str(out), "--n", "5", "--seed", "1", "--size", "24",
                         "--frames", "8", "--competitions", "2")
     assert result.returncode == 0, result.stderr
-    assert "wrote" in result.stdout
+    assert json.loads(result.stdout)["out"] == str(out)  # plain JSON on stdout
     assert (out / "Split_4" / "split_4_train_list.mat").is_file() and (out / aqa7.COMPETITIONS_FILE).is_file()
     assert len(list((out / "Seven" / "gym_vault-out").iterdir())) == 5
     from click.testing import CliRunner

@@ -134,6 +134,7 @@ def register_commands(cli):
     def synth_diving(out, n, seed, size, frames, events, twin, limit):
         """Render dives with known ground truth in the MTL-AQA release layout."""
         from aqakit.cache import build_new
+        from aqakit.checkpoint import to_json
         from aqakit_diving.synth import synthesize, synthesize_twin
 
         def build(tmp: Path) -> dict:
@@ -143,7 +144,7 @@ def register_commands(cli):
 
         out_path = Path(out)  # rendered beside it under a lock, renamed into place when complete
         result = {**build_new(out_path, build), "out": str(out_path)}
-        click.echo(f"wrote {out_path}: {result}")
+        click.echo(to_json(result))  # what was written, as JSON
 
     from aqakit.cli import data_prepare_commands
 

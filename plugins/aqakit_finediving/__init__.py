@@ -53,9 +53,10 @@ def register_commands(cli):
     def synth_finediving(out, n, events, seed, size, frames):
         """Write a small made-up set in FineDiving's release layout (frames and the annotation pickles)."""
         from aqakit.cache import build_new
+        from aqakit.checkpoint import to_json
         from aqakit_finediving.sample import write_sample
 
         out_path = Path(out)  # written beside it under a lock, renamed into place when complete
         result = build_new(out_path, lambda tmp: write_sample(tmp, n=n, events=events, seed=seed, size=size,
                                                               frames=frames))
-        click.echo(f"wrote {out_path}: {result}")
+        click.echo(to_json(result))  # what was written, as JSON

@@ -72,10 +72,11 @@ def register_commands(cli):
     def synth_vault(out, n, seed, size, frames, competitions):
         """Render gymnastic vaults with known ground truth in the AQA-7 layout (gym_vault only)."""
         from aqakit.cache import build_new
+        from aqakit.checkpoint import to_json
         from aqakit_vault.synth import synthesize
 
         out_path = Path(out)  # rendered beside it under a lock, renamed into place when complete
         result = build_new(out_path, lambda tmp: synthesize(tmp, n=n, seed=seed, size=size, frames=frames,
                                                             competitions=competitions))
         result["out"] = str(out_path)
-        click.echo(f"wrote {out_path}: {result}")
+        click.echo(to_json(result))  # what was written, as JSON
