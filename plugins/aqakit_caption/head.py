@@ -1,9 +1,16 @@
-"""CaptionHead: the commentary branch of C3D-AVG-MTL (Parmar & Morris, CVPR 2019), S2VT-like.
+"""CaptionHead: the commentary branch of C3D-AVG-MTL (Parmar & Morris, CVPR 2019).
 
-Encoder: a GRU (``layers`` deep, ``hidden`` wide) over the per-clip features ``rep.sequence``
-(``B x N x seq_dim``). Decoder: a GRU of the same size started from the encoder's final state; its input
-at every step is the word embedding concatenated with ``tanh(Linear(mean of the encoder outputs))``;
-then dropout and a Linear to the vocabulary. ``rep.pooled`` / ``in_dim`` are not used.
+Two decoders over the per-clip features ``rep.sequence`` (``B x N x seq_dim``); ``rep.pooled`` /
+``in_dim`` are not used. Both have a GRU ``encoder`` and a GRU ``decoder`` (``layers`` deep, ``hidden``
+wide), a word ``embedding`` and a Linear ``out`` to the vocabulary.
+
+* ``s2vt``: the authors' released S2VT (MTL-AQA release, ``models/C3DAVG/S2VTModel.py``, class
+  ``S2VTModel``): the encoder (their ``rnn1``) reads the clip features while the decoder (``rnn2``) reads
+  [encoder output, zero word]; then, per word, the encoder reads a zero frame and the decoder reads
+  [encoder output, word embedding]. Dropout only between GRU layers (the release: 0.5).
+* ``aqakit`` (default): the decoder starts from the encoder's final state and reads [word embedding,
+  ``tanh(Linear(mean of the encoder outputs))``]; dropout on embeddings, decoder outputs and between
+  GRU layers.
 
 Because the vocabulary is learned from the training captions, the embedding and output layers are
 created by :meth:`CaptionHead.fit` (or :meth:`CaptionHead.restore` from the checkpoint's state); the head
@@ -56,7 +63,8 @@ class CaptionHead(TaskHead):
     ``tokenizer``: ``sentencepiece`` (trained on the training captions, ``vocab_size`` pieces at most) or
     ``word`` (every training word, release vocab.json order; ``vocab_size`` is ignored). ``loss``:
     ``token_mean`` or ``paper_sum`` (see the module docstring). ``decode``: ``greedy`` or ``beam``
-    (``beam_size`` beams, highest summed log-probability, no length normalisation). Metrics: ``bleu_1``..
+    (``beam_size`` beams, highest summed log-probability, no length normalisation). ``decoder``:
+    ``aqakit`` or ``s2vt`` (the release's; see the module docstring). Metrics: ``bleu_1``..
     ``bleu_4``, ``meteor`` (when Java runs), ``rouge_l``, ``cider``.
     """
 
@@ -68,11 +76,13 @@ class CaptionHead(TaskHead):
     def __init__(self, in_dim: int, seq_dim: int, tokenizer: Literal["sentencepiece", "word"] = "sentencepiece",
                  vocab_size: int = 1000, hidden: int = 512, embed: int = 512, layers: int = 2,
                  dropout: float = 0.2, max_len: int = 100, loss: Literal["token_mean", "paper_sum"] = "token_mean",
-                 decode: Literal["greedy", "beam"] = "greedy", beam_size: int = 3) -> None:
+                 decode: Literal["greedy", "beam"] = "greedy", beam_size: int = 3,
+                 decoder: Literal["aqakit", "s2vt"] = "aqakit") -> None:
         super().__init__()
         _check_choice("tokenizer", tokenizer, ("sentencepiece", "word"))
         _check_choice("loss", loss, ("token_mean", "paper_sum"))
         _check_choice("decode", decode, ("greedy", "beam"))
+        _check_choice("decoder", decoder, ("aqakit", "s2vt"))
         for name, value in {"seq_dim": seq_dim, "vocab_size": vocab_size, "hidden": hidden, "embed": embed,
                             "layers": layers, "max_len": max_len, "beam_size": beam_size}.items():
             if value < 1:
@@ -83,11 +93,13 @@ class CaptionHead(TaskHead):
         self.tokenizer_mode, self.vocab_size = tokenizer, vocab_size
         self.hidden, self.embed, self.max_len = hidden, embed, max_len
         self.loss_kind, self.decode_kind, self.beam_size = loss, decode, beam_size
+        self.decoder_kind, self.layers = decoder, layers
         gru_dropout = dropout if layers > 1 else 0.0
         self.encoder = nn.GRU(seq_dim, hidden, layers, batch_first=True, dropout=gru_dropout)
-        self.context = nn.Linear(hidden, hidden)
+        if decoder == "aqakit":
+            self.context = nn.Linear(hidden, hidden)
         self.decoder = nn.GRU(embed + hidden, hidden, layers, batch_first=True, dropout=gru_dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if decoder == "aqakit" else nn.Identity()
         self.register_module("embedding", None)  # built by fit()/restore(): sized to the vocabulary
         self.register_module("out", None)
         self.tokenizer: CaptionTokenizer | None = None
@@ -107,7 +119,7 @@ class CaptionHead(TaskHead):
         self._build(CaptionTokenizer.from_state(state["tokenizer"]))
 
     def _build(self, tokenizer: CaptionTokenizer) -> None:
-        device = self.context.weight.device
+        device = self.encoder.weight_ih_l0.device
         self.tokenizer = tokenizer
         self.embedding = nn.Embedding(tokenizer.vocab_size, self.embed).to(device)
         self.out = nn.Linear(self.hidden, tokenizer.vocab_size).to(device)
@@ -127,26 +139,43 @@ class CaptionHead(TaskHead):
     # -- model -------------------------------------------------------------------------------------
 
     def forward(self, rep: Representation) -> Output:
-        """Encode the clips: ``memory`` B x N x hidden, ``state`` B x layers x hidden (batch first)."""
+        """Encode the clips. ``aqakit``: ``memory`` B x N x hidden and ``state`` B x layers x hidden;
+        ``s2vt``: ``state`` B x (2 layers) x hidden, the encoder's then the decoder's (batch first)."""
         self._tok()
         if rep.sequence is None:
             raise AqakitError("caption head needs per-clip features (Representation.sequence); "
                               "use an aggregator that keeps them, e.g. 'avg'")
         memory, state = self.encoder(rep.sequence.flatten(2))
+        if self.decoder_kind == "s2vt":
+            no_words = memory.new_zeros(*memory.shape[:2], self.embed)
+            _, state2 = self.decoder(torch.cat([memory, no_words], dim=-1))
+            return {"state": torch.cat([state, state2]).transpose(0, 1)}
         return {"memory": memory, "state": state.transpose(0, 1)}
 
     def _start(self, output: Output) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder context (B x hidden) and initial hidden state (layers x B x hidden)."""
-        context = torch.tanh(self.context(output["memory"].mean(dim=1)))
-        return context, output["state"].transpose(0, 1).contiguous()
+        """Decoder context (B x hidden; ``s2vt``: B x 0) and initial state (layers x B x hidden;
+        ``s2vt``: 2 layers x B x hidden)."""
+        state = output["state"].transpose(0, 1).contiguous()
+        if self.decoder_kind == "s2vt":
+            return state.new_zeros(state.shape[1], 0), state
+        return torch.tanh(self.context(output["memory"].mean(dim=1))), state
 
     def _step(self, tokens: torch.Tensor, context: torch.Tensor,
               state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``tokens`` (B x L) from ``state``: float logits B x L x V and the new state."""
         emb = self.drop(self.embedding(tokens))
+        if self.decoder_kind == "s2vt":
+            return self._s2vt_step(emb, state)
         ctx = context.unsqueeze(1).expand(-1, tokens.shape[1], -1).to(emb.dtype)
         out, state = self.decoder(torch.cat([emb, ctx], dim=-1), state)
         return self.out(self.drop(out)).float(), state
+
+    def _s2vt_step(self, emb: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """S2VT decoding: the encoder reads zero frames, the decoder [encoder output, word embedding]."""
+        no_frames = emb.new_zeros(*emb.shape[:2], self.encoder.input_size)
+        out1, state1 = self.encoder(no_frames, state[: self.layers])
+        out2, state2 = self.decoder(torch.cat([out1, emb], dim=-1), state[self.layers:])
+        return self.out(out2).float(), torch.cat([state1, state2])
 
     # -- training ----------------------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ head with a context net of dilated convs over that map. Components:
 * aggregator ``map``: averages clip maps (MSCADC has one clip) into ``pooled`` ``B x D x t x h x w``;
 * heads ``mscadc_score`` and ``mscadc_dive_code`` (:mod:`aqakit_mscadc.heads`), and ``mscadc_caption``
   (:mod:`aqakit_mscadc.caption`) when the ``aqakit_caption`` plugin can be imported.
+
+Defaults are aqakit's; the authors' released networks are arguments (``conv5b_padding: 1``,
+``frame_step: 6.5``; heads ``widths: [24, 24, 48, 96, 96]``, ``context_padding: replicate``,
+``reduce_padding: 1``; caption ``steps: flat``, ``decoder: s2vt``), set by the paper recipes
+(``recipes/diving_mscadc_mtl.yaml``, ``recipes/paper/mscadc_*.yaml``; docs/models.md).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 import aqakit
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Aggregator, Representation
-from aqakit_mscadc.backbone import MSCADC, ConvBNReLU, even_indices
+from aqakit_mscadc.backbone import MSCADC, ConvBNReLU, even_indices, stepped_indices
 from aqakit_mscadc.heads import ContextNet, MapBody, MSCADCDiveCodeHead, MSCADCScoreHead
 
 if importlib.util.find_spec("aqakit_caption") is not None:
@@ -27,7 +32,7 @@ else:  # the caption plugin is not installed: no mscadc_caption head
     MSCADCCaptionHead = None
 
 __all__ = ["MSCADC", "ConvBNReLU", "ContextNet", "MapAggregator", "MapBody", "MSCADCCaptionHead",
-           "MSCADCDiveCodeHead", "MSCADCScoreHead", "even_indices"]
+           "MSCADCDiveCodeHead", "MSCADCScoreHead", "even_indices", "stepped_indices"]
 
 
 class MapAggregator(Aggregator):
