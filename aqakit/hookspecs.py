@@ -46,6 +46,11 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_loggers(register: Register) -> None:
+    """Register :class:`aqakit.interfaces.Logger` factories: where a run's metrics go (``train.loggers``)."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``aqakit`` command group, e.g. ``@cli.command()``."""
 
@@ -56,6 +61,7 @@ COMPONENT_HOOKS: dict[str, str] = {
     "register_aggregators": "aggregator",
     "register_heads": "head",
     "register_datasets": "dataset",
+    "register_loggers": "logger",
 }
 
 __all__ = ["COMPONENT_HOOKS", "hookimpl", "hookspec"]

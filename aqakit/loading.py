@@ -41,8 +41,11 @@ class LoadedModel:
 
 
 def portable(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe without the backbone's weight-source arguments (a copy)."""
+    """The recipe without the backbone's weight-source arguments and the run's loggers (a copy): neither
+    changes the trained model, and their plugins or packages need not be installed where it is used."""
     out = copy.deepcopy(recipe)
+    if isinstance(out.get("train"), dict):
+        out["train"].pop("loggers", None)
     backbone = out.get("model", {}).get("backbone")
     if isinstance(backbone, dict):
         for key in WEIGHT_SOURCE_ARGS:

@@ -27,7 +27,8 @@ from aqakit.registry import Registry
 ENTRY_POINT_GROUP = "aqakit"
 BUNDLED_PLUGINS: tuple[str, ...] = (
     "aqakit_aggregators", "aqakit_heads", "aqakit_c3d", "aqakit_mscadc", "aqakit_modern", "aqakit_caption",
-    "aqakit_diving", "aqakit_vault", "aqakit_table",
+    "aqakit_diving", "aqakit_vault", "aqakit_table", "aqakit_finediving",
+    "aqakit_features", "aqakit_loggers",
 )
 BUNDLED_DISTRIBUTION = "aqakit"
 

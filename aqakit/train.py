@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 import aqakit
-from aqakit import checkpoint, distributed, finetune, locking
+from aqakit import checkpoint, distributed, finetune, follow, locking, throughput
 from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record, make_loader,
-                         resolve_splits, to_device, training_labels, video_transform)
+                         next_epoch, resolve_splits, to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
 from aqakit.evaluate import autocast, evaluate, recompute_batchnorm, resolve_amp
+from aqakit.interfaces import RunInfo
 from aqakit.model import AQAModel, build_model
 from aqakit.plugins import Plugins
 from aqakit.recipe import Recipe, dump_yaml
@@ -55,12 +55,16 @@ def pick_device(choice: str, dist: distributed.DistInfo | None = None) -> torch.
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model`` (already on its device): fused kernels on CUDA unless
+    ``train.optimizer.fused`` is false."""
     cfg = recipe.train.optimizer
     params = finetune.param_groups(model, cfg, recipe.train.finetune)
+    device = next(model.parameters()).device
+    options = throughput.optimizer_options(cfg.fused, device)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **options)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **options)
 
 
 def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -134,9 +138,11 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     registry = plugins.registry
     device = pick_device(recipe.train.device, dist)
     amp_dtype = resolve_amp(recipe.train.amp, device)
+    held.enter_context(throughput.kept_settings())  # threads and cuDNN as they were once the run ends
+    threads = throughput.set_threads(recipe.train.threads)
     if recipe.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+        throughput.make_deterministic()
+    torch.backends.cudnn.benchmark = recipe.train.cudnn_benchmark  # validation: only without determinism
 
     # -- run folder: rank 0 locks it for the whole run and picks the checkpoint; the others follow -------
     if resume and run_dir is None:
@@ -146,9 +152,12 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     state: dict[str, Any] | None = None
     verdict: tuple[str | None, str | None] = (None, None)  # (error, checkpoint to resume from)
+    loggers = follow.LoggerSet()  # rank 0's; made first: a logger that cannot be made stops the run at once
     if dist.is_main:
         try:
+            loggers = follow.build_loggers(recipe, registry)
             source, state = open_run_folder(run, resume, held)
+            held.callback(loggers.close)  # closed before the folder's lock is released, however the run ends
             verdict = (None, str(source) if source else None)
         except AqakitError as exc:  # every rank raises it: none waits for a rank that gave up
             verdict = (str(exc), None)
@@ -179,8 +188,11 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     model.to(device)
     if recipe.train.channels_last:
         model.use_channels_last()
+    if recipe.train.compile:
+        throughput.compile_backbone(model, device)
     optimizer = build_optimizer(recipe, model)
     scheduler = build_scheduler(recipe, optimizer)
+    _log(dist, throughput.describe(device, amp_dtype, threads, recipe, optimizer))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     metric_name, mode = selection(recipe, model)
     history: list[dict[str, Any]] = []
@@ -192,7 +204,6 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
-        _log(dist, f"resuming {run} after epoch {start_epoch}/{recipe.train.epochs}")
     components = {
         "backbone": [recipe.model.backbone.name, plugins.distribution_of("backbone", recipe.model.backbone.name)],
         "aggregator": [recipe.model.aggregator.name, plugins.distribution_of("aggregator", recipe.model.aggregator.name)],
@@ -207,9 +218,6 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.atomic_write_text(run / "recipe.yaml", dump_yaml(recipe))
         checkpoint.atomic_write_json(run / "splits.json", splits.record)
-        # metrics.jsonl always matches the checkpoint it continues from
-        checkpoint.atomic_write_text(run / "metrics.jsonl", "".join(checkpoint.to_json(h) + "\n" for h in history))
-    board = _tensorboard(run) if recipe.train.tensorboard and dist.is_main else None
     net = DistributedDataParallel(model) if dist.enabled else model
     eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
 
@@ -218,11 +226,20 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     input_spec = state["input"] if state is not None and "input" in state else input_record(
         splits.sets["train"][0], model.backbone.spec)
 
+    kept_loaders: dict[tuple[str, bool], Any] = {}  # data.persistent_workers: one loader per split for the run
+
     def loader(split: str, epoch: int, shuffle: bool):
-        return make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
+        if (split, shuffle) in kept_loaders:
+            return next_epoch(kept_loaders[split, shuffle], recipe.seed, epoch)
+        made = make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
                            num_workers=recipe.data.num_workers, shuffle=shuffle, seed=recipe.seed, epoch=epoch,
                            dist=dist, transform=video_transform(recipe, frame_size, augment=shuffle),
-                           pin_memory=device.type == "cuda")
+                           pin_memory=throughput.loader_pin_memory(recipe.data.pin_memory, device),
+                           persistent_workers=recipe.data.persistent_workers,
+                           prefetch_factor=recipe.data.prefetch_factor)
+        if recipe.data.persistent_workers and recipe.data.num_workers > 0:
+            kept_loaders[split, shuffle] = made
+        return made
 
     def snapshot(epoch: int) -> dict[str, Any]:
         return {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -233,6 +250,10 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
 
     # -- epochs ------------------------------------------------------------------------------------
     epochs, accum = recipe.train.epochs, recipe.train.grad_accum
+    steps_per_epoch = len(loader("train", start_epoch, shuffle=True))
+    progress = _start_following(recipe, loggers, dist, run, device, amp_dtype, model, splits, steps_per_epoch,
+                                start_epoch, history, (metric_name, mode))
+    held.callback(progress.close)
     for epoch in range(start_epoch, epochs):
         seed_everything(recipe.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # replayable per epoch
         t0 = time.time()
@@ -242,9 +263,10 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         sums: dict[str, float] = {}
         seen = 0
         optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=None if dist.is_main else True)
         steps = len(train_loader)
-        for step, batch in enumerate(bar):
+        window: dict[str, float] = {}  # step metrics for the loggers: sums over the batches since the last log
+        window_seen = 0
+        for step, batch in enumerate(train_loader):
             batch = to_device(batch, device)
             group = accumulation_group(step, accum, steps)
             sync = step % accum == group - 1  # the last batch of its group: step the optimizer
@@ -265,9 +287,16 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
                 optimizer.zero_grad(set_to_none=True)
             n = len(batch["index"])
             seen += n
+            window_seen += n
             for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+                weighted = float(value.detach()) * n
+                sums[name] = sums.get(name, 0.0) + weighted
+                window[name] = window.get(name, 0.0) + weighted
+            progress.step(epoch, step, sums["loss"] / seen)
+            if (step + 1) % recipe.train.log_every == 0 or step + 1 == steps:
+                loggers.log_step(epoch * steps + step + 1, epoch + 1, {
+                    **{k: v / window_seen for k, v in window.items()}, "lr": optimizer.param_groups[0]["lr"]})
+                window, window_seen = {}, 0
         gathered = distributed.all_gather_objects(dist, (sums, seen))  # average over every rank's samples
         seen = sum(n for _, n in gathered)
         train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
@@ -296,18 +325,16 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
             if improved:
                 checkpoint.save(best_path, snapshot(epoch + 1))
             checkpoint.save(last_path, snapshot(epoch + 1), previous=ckpt_dir / PREVIOUS)
-            with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.writelines(checkpoint.to_json(e) + "\n" for e in entries)
-            if board is not None:
-                for entry in entries:
-                    for name, value in entry["metrics"].items():
-                        if value is not None and math.isfinite(value):
-                            board.add_scalar(f"{entry['split']}/{name}", value, entry["epoch"])
-                board.flush()
+            loggers.log_epoch(epoch + 1, entries)  # after the checkpoint: a resumed run rewrites from its history
         distributed.barrier(dist)
-        _log(dist, f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f}  "
-                   f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
-                   f"({time.time() - t0:.1f}s)")
+        eta = progress.eta() if epoch + 1 < epochs else None
+        progress.write(f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f}  "
+                       f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
+                       f"({time.time() - t0:.1f}s{f', eta {follow.duration(eta)}' if eta is not None else ''})")
+        if metric_name in val_metrics:
+            progress.set_metric(f"{metric_name} {val_metrics[metric_name]:.4f} "
+                                f"(best {best['value']:.4f} @{best['epoch']})")
+    progress.close()
 
     # -- final evaluation: last epoch and best-on-val, on val and test -------------------------------
     fingerprints = distributed.all_gather_objects(dist, distributed.parameter_fingerprint(model))
@@ -320,22 +347,50 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     if dist.is_main:
         checkpoint.atomic_write_json(run / "summary.json", summary)
         (ckpt_dir / PREVIOUS).unlink(missing_ok=True)  # finished: last.pt and best.pt are what it keeps
-        from aqakit.report import plot_curves
-
-        plot_curves(run)
+        _write_report(run, plugins, loggers, epochs)
     distributed.barrier(dist)
+    report = f"  report {run / 'report.html'}" if (run / "report.html").is_file() else ""
     _log(dist, f"done: {run}/summary.json  best epoch {best['epoch']}  "
-               f"test {_short(summary['test'], [metric_name])}")
+               f"test {_short(summary['test'], [metric_name])}{report}")
     return summary
 
 
-def _tensorboard(run: Path):
+def _start_following(recipe: Recipe, loggers: follow.LoggerSet, dist: distributed.DistInfo, run: Path,
+                     device: torch.device, amp_dtype: torch.dtype | None, model: AQAModel, splits: Any,
+                     steps_per_epoch: int, start_epoch: int, history: list[dict[str, Any]],
+                     selection: tuple[str, str]) -> follow.Progress:
+    """Start the loggers (every rank stops if one cannot), print the start block, return the progress display."""
+    error = None
+    if dist.is_main:
+        error = loggers.start(RunInfo(run_dir=run, name=recipe.name, recipe=recipe.to_dict(),
+                                      epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch,
+                                      start_epoch=start_epoch, history=tuple(history)))
+    error = distributed.broadcast_object(dist, error)
+    if error:
+        raise AqakitError(error)
+    val = splits.record.get("val", {}).get("source", "")
+    _log(dist, follow.start_block(recipe, run=run, device=device, amp_dtype=amp_dtype, world_size=dist.world_size,
+                                  model=model, sizes=splits.record.get("sizes", {}),
+                                  val_source=val if val == "carved from train" else "",
+                                  steps_per_epoch=steps_per_epoch, start_epoch=start_epoch, selection=selection,
+                                  loggers=loggers.names))
+    return follow.Progress(epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
+                           log_every=recipe.train.log_every, enabled=dist.is_main)
+
+
+def _write_report(run: Path, plugins: Plugins, loggers: follow.LoggerSet, epochs: int) -> None:
+    """report.html and curves.png, their figures to the loggers; a failure here is a warning: the run is done."""
+    from aqakit.report import write_report
+
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise AqakitError("recipe field 'train.tensorboard': tensorboard is not installed "
-                          "(pip install tensorboard, or set train.tensorboard=false)") from None
-    return SummaryWriter(log_dir=str(run / "tensorboard"))
+        images: dict[str, bytes] = {}
+        write_report(run, plugins, images=images)
+    except Exception as exc:
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"aqakit: warning: the run finished but its report was not written ({why}); "
+              f"retry with: aqakit report {run}", file=sys.stderr, flush=True)
+        return
+    loggers.log_images(epochs, images)
 
 
 def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best, best_path,
@@ -451,6 +506,9 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+LOGGING_FIELDS = ("loggers", "log_every", "tensorboard")  # train.* fields that change no result: free on resume
+
+
 def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> None:
     """Resuming with a changed recipe would mix two experiments: refuse, naming the first difference."""
     def diff(a: Any, b: Any, prefix: str) -> str | None:
@@ -462,7 +520,11 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
             return None
         return None if a == b else prefix
 
-    field = diff(recipe.to_dict(), stored, "")
+    def without_logging(data: dict[str, Any]) -> dict[str, Any]:
+        train_fields = {k: v for k, v in (data.get("train") or {}).items() if k not in LOGGING_FIELDS}
+        return {**data, "train": train_fields}
+
+    field = diff(without_logging(recipe.to_dict()), without_logging(stored), "")
     if field:
         raise AqakitError(f"recipe field '{field}' differs from the run being resumed ({path}); "
                           "resume with the same recipe and overrides, or start a new --run-dir")

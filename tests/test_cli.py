@@ -23,7 +23,7 @@ def test_ls_unknown_kind_is_a_one_line_error(aqakit_plugins):
     result = CliRunner().invoke(cli, ["ls", "backbonez"])
     assert result.exit_code == 2
     assert result.stderr.strip() == ("error: unknown kind 'backbonez' (did you mean 'backbone'?); "
-                                     "kinds: backbone, aggregator, head, dataset")
+                                     "kinds: backbone, aggregator, head, dataset, logger")
 
 
 @needs_toy

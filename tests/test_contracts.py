@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
@@ -13,13 +15,29 @@ from aqakit.testing import check_backbone, check_component, check_head, contract
 COMPONENTS = plugins.Plugins(strict=False).load().registry.components()
 
 
-@pytest.mark.parametrize("component", COMPONENTS, ids=[contract_ids(c) for c in COMPONENTS])
+def _param(component):
+    """A component whose optional packages are missing (e.g. the wandb logger without wandb) is skipped, visibly."""
+    missing = [m for m in getattr(component.factory, "packages", ()) if importlib.util.find_spec(m) is None]
+    marks = [pytest.mark.skip(reason=f"{component.kind} '{component.name}' needs {', '.join(missing)} "
+                                     f"(pip install {' '.join(missing)})")] if missing else []
+    return pytest.param(component, marks=marks, id=contract_ids(component))
+
+
+@pytest.fixture(autouse=True)
+def _services_write_to_tmp(tmp_path, monkeypatch):
+    """Logger contracts run W&B offline: its files go to a temporary folder, never the user's."""
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.mark.parametrize("component", [_param(c) for c in COMPONENTS])
 def test_component_contract(component):
     check_component(component)
 
 
 def test_contract_covers_every_kind():
-    assert {"aggregator", "head"} <= {c.kind for c in COMPONENTS}
+    assert {"aggregator", "head", "logger"} <= {c.kind for c in COMPONENTS}
 
 
 class LyingBackbone(Backbone):
@@ -83,3 +101,20 @@ def test_register_plugin_fixture_runs_contracts_on_a_new_component(aqakit_plugin
     with pytest.raises(AssertionError):
         check_component(comp)
     torch.manual_seed(0)
+
+
+def test_contract_catches_a_logger_that_fails_and_one_that_is_no_logger():
+    from aqakit.interfaces import Logger
+    from aqakit.testing import check_logger
+
+    class Failing(Logger):
+        def log_step(self, step, epoch, metrics):
+            raise ValueError("no space left")
+
+        def log_epoch(self, epoch, entries):
+            pass
+
+    with pytest.raises(ValueError, match="no space left"):
+        check_logger(Failing)
+    with pytest.raises(AssertionError, match="must be an aqakit.interfaces.Logger"):
+        check_logger(lambda: object())

@@ -107,6 +107,20 @@ def test_misspelled_hook_is_caught_by_check_pending(aqakit_plugins, register_plu
         register_plugin(Misspelled(), distribution="typo-dist", name="typo2")
 
 
+class MisspelledLogger:
+    @aqakit.hookimpl
+    def register_logger(self, register):  # missing "s"
+        register("never", lambda: None)
+
+
+def test_misspelled_logger_hook_is_caught_and_the_hook_is_listed(aqakit_plugins, register_plugin):
+    aqakit_plugins.strict = False
+    record = register_plugin(MisspelledLogger(), distribution="typo-dist", name="typo")
+    assert "register_logger" in record.errors[0] and "register_loggers" in record.errors[0]
+    assert "never" not in aqakit_plugins.registry.names("logger")
+    assert {"csv", "jsonl", "tensorboard"} <= set(aqakit_plugins.registry.names("logger"))
+
+
 def test_hook_that_raises_fails_only_its_plugin(aqakit_plugins, register_plugin):
     aqakit_plugins.strict = False
     record = register_plugin(Raising(), distribution="raising-dist", name="raising")

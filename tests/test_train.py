@@ -32,7 +32,7 @@ def finished_run(toy_plugins, tmp_path_factory) -> Path:
 def test_run_folder_layout(finished_run: Path):
     names = sorted(str(p.relative_to(finished_run)) for p in finished_run.rglob("*") if p.is_file())
     assert names == ["checkpoints/best.pt", "checkpoints/last.pt", "curves.png", "metrics.jsonl",
-                     "predictions/test.pt", "recipe.yaml", "splits.json", "summary.json"]
+                     "predictions/test.pt", "recipe.yaml", "report.html", "splits.json", "summary.json"]
     lines = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert [(e["epoch"], e["split"]) for e in lines] == [(1, "train"), (1, "val"), (2, "train"), (2, "val"),
                                                          (3, "train"), (3, "val")]
@@ -162,7 +162,7 @@ def test_torchrun_two_processes_rank0_writes_and_weights_agree(tmp_path: Path):
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     names = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert names == ["checkpoints/best.pt", "checkpoints/last.pt", "curves.png", "metrics.jsonl",
-                     "predictions/test.pt", "recipe.yaml", "splits.json", "summary.json"]
+                     "predictions/test.pt", "recipe.yaml", "report.html", "splits.json", "summary.json"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # written once, not once per rank
     assert result.stdout.count('"run_dir"') == 1  # only rank 0 prints the result
 
