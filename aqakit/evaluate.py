@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import os
+import sys
 from collections.abc import Iterable, Sized
 from typing import Any
 
@@ -18,16 +21,46 @@ from aqakit.model import AQAModel
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on CUDA where supported (fp16 otherwise), off on CPU."""
+    """``auto``: bf16 on CUDA where the GPU computes it natively (Ampere or newer), else fp16; off on the CPU
+    (the same recipe then trains the same numbers on every CPU). ``bf16`` where the hardware lacks it runs,
+    with one warning line: it is emulated and very slow."""
     if mode == "off":
         return None
     if mode == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16_fast(device) else torch.float16
     if mode == "fp16" and device.type != "cuda":
         raise AqakitError("recipe field 'train.amp': fp16 needs CUDA; use bf16 or off on the CPU")
+    if mode == "bf16":
+        _warn_slow_bf16(device)
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def cuda_bf16_fast(device: torch.device) -> bool:
+    """Whether the GPU has bf16 tensor cores (compute capability 8 or newer; ROCm: always)."""
+    return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_slow_bf16(device: torch.device) -> None:
+    """One line (once per process and device, rank 0 only) when bf16 would run emulated."""
+    from aqakit.throughput import cpu_bf16_fast, cpu_isa
+
+    if device.type == "cuda":
+        if cuda_bf16_fast(device):
+            return
+        what = f"{torch.cuda.get_device_name(device)} has no bf16 tensor cores (before Ampere)"
+        instead = "amp: fp16 or auto"
+    else:
+        if cpu_bf16_fast() is not False:  # has it, or unknown: no claim
+            return
+        what = f"this CPU has neither AVX512-BF16 nor AMX ({cpu_isa()})"
+        instead = "amp: off or auto"
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"aqakit: warning: recipe field 'train.amp' is bf16 but {what}: bf16 is emulated and very slow "
+              f"(measured 452x slower than fp32 on an AVX2 CPU); use {instead}",
+              file=sys.stderr, flush=True)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -87,7 +87,7 @@ class DataConfig:
     train_size: int | None = None
     train_size_seed: int | None = None
     pin_memory: bool | None = None  # page-locked batches for fast, asynchronous copies (null: on CUDA)
-    persistent_workers: bool = False  # keep the workers across epochs (exact resume then only without augmentation)
+    persistent_workers: bool = False  # keep the loader workers for the whole run (resume stays exact)
     prefetch_factor: int | None = None  # batches each worker loads ahead (null: torch's default, 2)
 
 

@@ -192,7 +192,7 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         throughput.compile_backbone(model, device)
     optimizer = build_optimizer(recipe, model)
     scheduler = build_scheduler(recipe, optimizer)
-    _log(dist, throughput.describe(device, amp_dtype, threads, recipe, optimizer))
+    _log(dist, throughput.describe(device, threads, recipe, optimizer))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     metric_name, mode = selection(recipe, model)
     history: list[dict[str, Any]] = []
