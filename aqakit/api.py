@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from aqakit.errors import AqakitError
-from aqakit.loading import EXPORT_FILES, LoadedModel
-from aqakit.predict import Predictor, resample, window
+from aqakit.engine.loading import EXPORT_FILES, LoadedModel
+from aqakit.tools.predict import Predictor, resample, window
 
 VideoInput = str | Path | np.ndarray | torch.Tensor | Sequence[Any]
 
@@ -56,7 +56,7 @@ class Model:
         """The pooled video representation (``D``) the heads read: an embedding for retrieval or probing."""
         p = self._predictor
         if isinstance(video, (str, Path)):
-            from aqakit import video as video_io
+            from aqakit.media import video as video_io
 
             path = Path(video)
             info = video_io.video_info(path)
@@ -103,7 +103,7 @@ def load(source: str | Path, *overrides: str, device: str | None = None) -> Mode
     the recipe's). Nothing named in the source is imported (docs/security.md).
     """
     from aqakit import plugins
-    from aqakit.loading import load_model
+    from aqakit.engine.loading import load_model
 
     return Model(load_model(local_source(source), plugins.current(), overrides, device=device))
 
@@ -113,7 +113,7 @@ def local_source(source: str | Path) -> Path:
     text = str(source)
     if not text.startswith("hf://"):
         return Path(source).expanduser()
-    from aqakit.weights import resolve
+    from aqakit.media.weights import resolve
 
     repo = text[len("hf://"):]
     repo, _, revision = repo.partition("@")

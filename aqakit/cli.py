@@ -24,32 +24,24 @@ import click
 # down (benchmarks/RESULTS.md: two at once x1.29 slower each instead of x1.86; one alone unchanged).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from aqakit.checkpoint import to_json  # noqa: E402
-from aqakit.errors import AqakitError, os_error  # noqa: E402
-from aqakit.interfaces import KINDS, MODEL_KINDS  # noqa: E402
+from aqakit.media.checkpoint import to_json  # noqa: E402
+from aqakit.errors import AqakitError, PluginFault, os_error  # noqa: E402
+from aqakit.kinds import KINDS, MODEL_KINDS  # noqa: E402
 
 
 class AqakitGroup(click.Group):
     """Turns :class:`AqakitError`, a full disk or an unwritable folder into one ``error: ...`` line on
     stderr and exit code 2 (``--debug`` re-raises); Ctrl-C or SIGTERM into ``error: interrupted...``, 130.
 
-    Plugin commands (hook ``register_commands``) are added the first time a command is looked up.
+    Plugins load lazily: ``aqakit --version`` and ``aqakit --help`` never import them (nor torch);
+    their commands (hook ``register_commands``) are added when a command the core does not define is
+    looked up, or a group plugins add to (``synth``, ``data prepare``, ``features``) is used.
     """
 
-    plugin_commands_added = False
-
     def get_command(self, ctx: click.Context, cmd_name: str):
-        self._add_plugin_commands_once()
+        if cmd_name not in self.commands:
+            add_plugin_commands()
         return super().get_command(ctx, cmd_name)
-
-    def list_commands(self, ctx: click.Context):
-        self._add_plugin_commands_once()
-        return super().list_commands(ctx)
-
-    def _add_plugin_commands_once(self) -> None:
-        if self is cli and not AqakitGroup.plugin_commands_added:
-            AqakitGroup.plugin_commands_added = True
-            _add_plugin_commands(self)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -59,6 +51,13 @@ class AqakitGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except PluginFault as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            click.echo("  (a bug in that plugin, not in your input: report it to its authors; "
+                       "--debug shows the traceback)", err=True)
+            ctx.exit(1)
         except (OSError, RuntimeError) as exc:
             message = write_error_message(exc, ctx.obj or {})
             if message is None or (ctx.obj or {}).get("debug"):
@@ -289,7 +288,7 @@ def train_cmd(recipe: str, overrides: tuple[str, ...], run_dir: str | None, resu
     from contextlib import nullcontext
 
     from aqakit.recipe import load_recipe
-    from aqakit.train import default_run_dir, train
+    from aqakit.engine.train import default_run_dir, train
 
     plugins = _plugins()
     overrides = _with_device(overrides, device)
@@ -319,7 +318,7 @@ def eval_cmd(checkpoint_path: str, overrides: tuple[str, ...], split: str, as_js
     OVERRIDES (key=value) change the stored recipe first, e.g. data.dataset.root=NEW/PLACE.
     """
     from aqakit.api import local_source
-    from aqakit.evaluate import evaluate_checkpoint
+    from aqakit.engine.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(local_source(checkpoint_path), split, _plugins(), _with_device(overrides, device))
     if as_json:
@@ -348,7 +347,7 @@ def predict_cmd(checkpoint_path: str, inputs: tuple[str, ...], start: str | None
     from tqdm import tqdm
 
     from aqakit.api import local_source
-    from aqakit.predict import expand_inputs, format_prediction, load_predictor
+    from aqakit.tools.predict import expand_inputs, format_prediction, load_predictor
 
     overrides = [s for s in inputs if "=" in s and not Path(s).exists()]
     predictor = load_predictor(local_source(checkpoint_path), _plugins(), _with_device(overrides, device))
@@ -391,7 +390,7 @@ def export_cmd(source: str, out: str, as_json: bool) -> None:
     It loads with aqakit.load(DIR) / aqakit predict DIR on any machine with the plugins it names, and
     'huggingface-cli upload OWNER/NAME DIR' publishes it as is.
     """
-    from aqakit.export import write_export
+    from aqakit.tools.export import write_export
 
     written = write_export(source, out, _plugins())
     click.echo(to_json({"export": str(written)}) if as_json else str(written))
@@ -402,7 +401,7 @@ def export_cmd(source: str, out: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def report_cmd(run_dir: str, as_json: bool) -> None:
     """Write RUN_DIR/report.html: curves, score scatter, confusion matrices, commentary with frames."""
-    from aqakit.report import write_report
+    from aqakit.engine.report import write_report
 
     _writes_to(run_dir)
     written = write_report(Path(run_dir), _plugins())
@@ -420,7 +419,7 @@ def demo_cmd(source: str, host: str, port: int, no_browser: bool, max_upload_mb:
 
     SOURCE: a checkpoint, run folder, exported folder or hf://OWNER/NAME. Ctrl-C stops it.
     """
-    from aqakit.demo import serve
+    from aqakit.tools.demo import serve
 
     serve(source, host, port, open_browser=not no_browser, max_upload_mb=max_upload_mb, say=click.echo)
 
@@ -451,9 +450,9 @@ def sweep_cmd(sweep_file: str, overrides: tuple[str, ...], out: str | None, tabl
     """
     import dataclasses
 
-    from aqakit.sweep import (check_runs, execute, execute_submitit, interruptible, load_sweep, submitit_executor,
+    from aqakit.tools.sweep import (check_runs, execute, execute_submitit, interruptible, load_sweep, submitit_executor,
                               visible_devices, write_tables)
-    from aqakit.throughput import threads_per_run
+    from aqakit.engine.throughput import threads_per_run
 
     if launcher == "submitit" and jobs > 1:
         raise AqakitError("--jobs is for --launcher local; with submitit every run is its own job")
@@ -485,7 +484,19 @@ def sweep_cmd(sweep_file: str, overrides: tuple[str, ...], out: str | None, tabl
                           "rerun the same command to retry them")
 
 
-@cli.group("synth")
+class PluginGroup(click.Group):
+    """A command group plugins add subcommands to: using it loads the plugins' commands."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context):
+        add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@cli.group("synth", cls=PluginGroup)
 def synth_group() -> None:
     """Render synthetic datasets with known ground truth (sports add their own subcommands)."""
 
@@ -497,14 +508,19 @@ def synth_commands(group: click.Group) -> click.Group:
     if isinstance(found, click.Group):
         return found
 
-    @group.group("synth")
+    @group.group("synth", cls=PluginGroup)
     def synth() -> None:
         """Render synthetic datasets with known ground truth."""
 
     return synth
 
 
-@cli.group("data")
+@cli.group("features", cls=PluginGroup)
+def features_group() -> None:
+    """Pre-extracted features: run a backbone once over a dataset, import released feature sets."""
+
+
+@cli.group("data", cls=PluginGroup)
 def data_group() -> None:
     """Inspect and prepare datasets."""
 
@@ -514,12 +530,12 @@ def data_prepare_commands(group: click.Group) -> click.Group:
     preparation to it), created with ``data`` when a host CLI lacks them."""
     data = group.commands.get("data")
     if not isinstance(data, click.Group):
-        data = group.group("data", help="Inspect and prepare datasets.")(lambda: None)
+        data = group.group("data", cls=PluginGroup, help="Inspect and prepare datasets.")(lambda: None)
     found = data.commands.get("prepare")
     if isinstance(found, click.Group):
         return found
 
-    @data.group("prepare")
+    @data.group("prepare", cls=PluginGroup)
     def prepare() -> None:
         """Turn a dataset's downloaded files into the layout its reader reads."""
 
@@ -532,7 +548,7 @@ def data_prepare_commands(group: click.Group) -> click.Group:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
     """Counts per split, label distributions, missing or unreadable samples (ARGS: key=value)."""
-    from aqakit.data_info import check_clean, dataset_info, format_info
+    from aqakit.tools.data_info import check_clean, dataset_info, format_info
 
     info = dataset_info(name, args, _plugins().registry)
     click.echo(to_json(info, indent=2) if as_json else format_info(info))
@@ -548,7 +564,7 @@ def data_info_cmd(name: str, args: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def new_plugin_cmd(name: str, parent: str, kinds: str, as_json: bool) -> None:
     """Write an installable aqakit-plugin-NAME package: components, recipe, tests (it trains as generated)."""
-    from aqakit.scaffold import new_plugin, plugin_names
+    from aqakit.tools.scaffold import new_plugin, plugin_names
 
     target = new_plugin(name, parent, kinds)
     n = plugin_names(name)
@@ -582,7 +598,7 @@ def probe_cmd(sources: tuple[str, ...], dataset_name: str, layers: str, protocol
               groups_file: str | None, alphas: str | None, folds: int, batch_size: int, workers: int,
               cache: str | None, as_json: bool, out: str | None) -> None:
     """Ridge probes on the frozen backbone stages of checkpoints (or random-init recipes): test Spearman."""
-    from aqakit.probe import PROTOCOLS, format_table, parse_alphas, parse_layers, run_probe, write_outputs
+    from aqakit.tools.probe import PROTOCOLS, format_table, parse_alphas, parse_layers, run_probe, write_outputs
 
     dataset_args = [s for s in sources if "=" in s and not Path(s).exists()]
     models = [s for s in sources if s not in dataset_args]
@@ -599,22 +615,16 @@ def probe_cmd(sources: tuple[str, ...], dataset_name: str, layers: str, protocol
         click.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
 
 
-def _add_plugin_commands(group: click.Group) -> None:
-    plugins = _plugins()
-    for impl in plugins.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=group)
-        except Exception as exc:  # a plugin's command must not break the CLI
-            plugins._fail(plugins.records[impl.plugin_name], f"register_commands failed: {type(exc).__name__}: {exc}")
+_plugin_commands_added = False
+
+
+def add_plugin_commands() -> None:
+    """Let every plugin add its commands to ``cli`` (once per process)."""
+    global _plugin_commands_added
+    if not _plugin_commands_added:
+        _plugin_commands_added = True
+        _plugins().add_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli._add_plugin_commands_once()
-    except AqakitError as exc:  # strict plugin mode
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
     cli.main(args=argv, prog_name="aqakit")

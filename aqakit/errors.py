@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 
 class AqakitError(Exception):
@@ -40,3 +41,26 @@ def os_error(exc: BaseException) -> OSError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+class PluginFault(Exception):
+    """A plugin's own code raised while aqakit called it: a bug in that plugin, not the user's input.
+
+    The CLI shows it in two lines naming the component, its plugin and the method (``--debug``: the
+    traceback, chained from the original exception)."""
+
+    def __init__(self, component: str, method: str, error: BaseException) -> None:
+        self.component, self.method, self.error = component, method, error
+        detail = " ".join(str(error).split())[:300]
+        super().__init__(f"{component} raised in {method}(): {type(error).__name__}: {detail}")
+
+
+@contextmanager
+def blame(component: str, method: str) -> Iterator[None]:
+    """Turn an unexpected exception raised inside a plugin's ``method`` into a :class:`PluginFault`."""
+    try:
+        yield
+    except (AqakitError, PluginFault, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise PluginFault(component, method, exc) from exc

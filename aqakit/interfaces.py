@@ -76,13 +76,26 @@ class Representation:
 
 
 class Backbone(nn.Module, ABC):
-    """Clips -> features. Subclasses set ``self.spec`` in ``__init__`` and implement ``forward``."""
+    """Clips -> features. Subclasses set ``self.spec`` in ``__init__`` and implement ``forward``.
+
+    Optional: ``stages`` (per-stage activations, for ``aqakit probe`` and ``train.finetune.freeze``) and
+    ``contract_input`` (an input for the contract checks when random clips of ``spec``'s shape do not fit).
+    A factory may carry ``contract_kwargs`` (a dict, or a function returning one) for those checks.
+    """
 
     spec: BackboneSpec
 
     @abstractmethod
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         ...
+
+    def stages(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations after each stage by name (e.g. ``c1``..``c5``), in order; ``{}``: no stages."""
+        return {}
+
+    def contract_input(self, batch_size: int) -> torch.Tensor | None:
+        """An input batch for the contract checks; ``None``: random clips of ``spec``'s shape."""
+        return None
 
 
 class Aggregator(nn.Module, ABC):
@@ -92,10 +105,15 @@ class Aggregator(nn.Module, ABC):
     """
 
     out_dim: int
+    seq_dim: int | None = None  # feature size of ``Representation.sequence`` when it differs from in_dim
 
     @abstractmethod
     def forward(self, features: torch.Tensor) -> Representation:
         ...
+
+    def contract_input(self, batch_size: int) -> torch.Tensor | None:
+        """Clip features for the contract checks; ``None``: random ``B x N x in_dim``."""
+        return None
 
 
 class TaskHead(nn.Module, ABC):
@@ -110,6 +128,18 @@ class TaskHead(nn.Module, ABC):
     exemplars: ExemplarSpec | None = None  # set (per instance) to receive training exemplars
     primary_metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    # classification heads: class count and class names per label field (learned in ``fit``), which
+    # the core checks labels against and the report labels confusion matrices with
+    fields: dict[str, int] | None = None
+    class_names: dict[str, list[str]] | None = None
+
+    def contract_input(self, batch_size: int) -> Representation | None:
+        """A representation for the contract checks; ``None``: random pooled ``B x in_dim`` + sequence."""
+        return None
+
+    def decode_rows(self, rows: torch.Tensor) -> list[str]:
+        """Token-id rows -> text, for heads whose ``collect`` returns ``generated`` / ``reference`` (commentary)."""
+        raise NotImplementedError(f"{type(self).__name__} collects no text")
 
     @abstractmethod
     def forward(self, rep: Representation) -> Any:
@@ -169,6 +199,7 @@ class Dataset(ABC):
     """
 
     provides: tuple[str, ...] = ()
+    competition_help: str = ""  # how to give each sample's competition when ``provides`` lacks it (probe)
 
     @abstractmethod
     def splits(self) -> tuple[str, ...]:
@@ -241,6 +272,3 @@ class Logger(ABC):
     def close(self) -> None:
         """Flush and release everything; called once, however the run ends."""
 
-
-MODEL_KINDS: tuple[str, ...] = ("backbone", "aggregator", "head", "dataset")
-KINDS: tuple[str, ...] = (*MODEL_KINDS, "logger")

@@ -70,8 +70,15 @@ class Plugins:
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> Plugins:
         aqakit_version = _dist_version(BUNDLED_DISTRIBUTION)
-        for module_name in BUNDLED_PLUGINS:
-            self.add_module(importlib.import_module(module_name), BUNDLED_DISTRIBUTION, aqakit_version, bundled=True)
+        for module_name in BUNDLED_PLUGINS:  # isolated like entry points: a broken one fails alone
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:
+                record = PluginRecord(module_name, BUNDLED_DISTRIBUTION, aqakit_version, True)
+                self.records[record.name] = record
+                self._fail(record, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self.add_module(module, BUNDLED_DISTRIBUTION, aqakit_version, bundled=True)
         found: set[str] = set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
@@ -154,9 +161,19 @@ class Plugins:
             return
         record.components.setdefault(kind, []).append(name)
 
+    def add_commands(self, cli: Any) -> None:
+        """Call every plugin's ``register_commands(cli)``; one that raises fails only that plugin."""
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:  # a plugin's command must not break the CLI
+                self._fail(self.records[impl.plugin_name], f"register_commands failed: {type(exc).__name__}: {exc}")
+
     def _fail(self, record: PluginRecord, message: str) -> None:
         message = " ".join(message.split())  # one line, whatever the exception said
         record.errors.append(message)
+        if record.name not in self.registry.failed_plugins and not record.components:
+            self.registry.failed_plugins.append(record.name)
         if self.strict:
             raise PluginError(f"plugin '{record.name}': {message}")
         print(f"aqakit: warning: plugin '{record.name}': {message}", file=sys.stderr)

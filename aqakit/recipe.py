@@ -118,7 +118,7 @@ class SelectConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning a pretrained backbone (aqakit/finetune.py)."""
+    """Fine-tuning a pretrained backbone (aqakit/engine/finetune.py)."""
 
     freeze: str = "none"  # none | all | a stage name (e.g. c3): backbone parameters up to it are not trained
     freeze_bn: bool = False  # the backbone's BatchNorm layers keep their running statistics (eval mode)
@@ -251,6 +251,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
                 registry: Registry | None = None) -> Recipe:
     """Read, override and validate a recipe file."""
     return validate(apply_overrides(read_yaml(path), overrides), registry=registry)
+
+
+def from_dict(data: dict[str, Any]) -> Recipe:
+    """The typed recipe of a mapping, defaults filled in; component names and arguments are not checked."""
+    return _build(Recipe, data, "")
 
 
 def validate(data: dict[str, Any], *, registry: Registry | None = None) -> Recipe:

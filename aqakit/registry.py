@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aqakit.errors import AqakitError, PluginError, suggest
-from aqakit.interfaces import KINDS
+from aqakit.kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Registry:
         self._shadowed: list[Component] = []  # registered under a name another distribution took first
         self._allow_imports = False
         self.imported: set[str] = set()  # names imported under imports_allowed(), for a run's provenance
+        self.failed_plugins: list[str] = []  # plugins that failed to load: an unknown name may be theirs
 
     def add(
         self,
@@ -100,8 +101,10 @@ class Registry:
             return self._tables[kind][name]
         except KeyError:
             known = ", ".join(self.names(kind)) or "none installed"
+            failed = (f"; these plugins failed to load and may provide it: {', '.join(self.failed_plugins)} "
+                      "('aqakit plugins' says why)") if self.failed_plugins else ""
             raise AqakitError(
-                f"unknown {kind} '{name}'{suggest(name, self._tables[kind])}; known: {known}"
+                f"unknown {kind} '{name}'{suggest(name, self._tables[kind])}; known: {known}{failed}"
             ) from None
 
     def create(self, kind: str, name: str, **kwargs: Any) -> Any:

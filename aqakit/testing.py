@@ -23,6 +23,7 @@ Loggers are started in a temporary run folder and fed a step, an epoch and an im
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ def _kwargs(factory: Any, **injected: Any) -> dict[str, Any]:
     base = {k: v for k, v in injected.items() if k in params}
     extra = getattr(factory, "contract_kwargs", None) or {}
     return {**base, **dict(extra() if callable(extra) else extra)}
+
+
+def _contract_input(model: Any) -> Any:
+    """The component's own contract input (``contract_input(batch_size)``), or None for the default."""
+    make = getattr(model, "contract_input", None)  # declared by the interfaces; duck-typed plugins may lack it
+    return make(BATCH) if callable(make) else None
 
 
 def _assert_finite(name: str, tensor: Any) -> None:
@@ -65,10 +72,10 @@ def check_backbone(factory: Any, name: str = "backbone") -> None:
     spec = getattr(model, "spec", None)
     assert isinstance(spec, BackboneSpec), f"{name}: .spec must be an aqakit.interfaces.BackboneSpec"
     assert len(spec.mean) == 3 and len(spec.std) == 3, f"{name}: spec mean/std need 3 channels"
-    make = getattr(model, "contract_input", None)  # e.g. pre-extracted features (spec.input == "features")
     t = spec.clip_len or 8
     g = torch.Generator().manual_seed(0)
-    clips = make(BATCH) if make else torch.randn(BATCH, 3, t, *spec.frame_size, generator=g)
+    clips = _contract_input(model)  # e.g. pre-extracted features (spec.input == "features")
+    clips = torch.randn(BATCH, 3, t, *spec.frame_size, generator=g) if clips is None else clips
     model.train()
     out = model(clips)
     _assert_finite(name, out)
@@ -87,8 +94,8 @@ def check_aggregator(factory: Any, name: str = "aggregator") -> None:
 
     model = factory(**_kwargs(factory, in_dim=IN_DIM))
     assert isinstance(getattr(model, "out_dim", None), int), f"{name}: must set an int .out_dim"
-    make = getattr(model, "contract_input", None)
-    feats = (make(BATCH) if make else torch.randn(BATCH, SEQ_LEN, IN_DIM)).requires_grad_()
+    feats = _contract_input(model)
+    feats = (torch.randn(BATCH, SEQ_LEN, IN_DIM) if feats is None else feats).requires_grad_()
     rep = model(feats)
     assert isinstance(rep, Representation), f"{name}: forward must return aqakit.interfaces.Representation"
     _assert_finite(f"{name}.pooled", rep.pooled)
@@ -106,15 +113,20 @@ def check_head(factory: Any, name: str = "head") -> None:
 
     model = factory(**_kwargs(factory, in_dim=IN_DIM, seq_dim=IN_DIM))
     g = torch.Generator().manual_seed(0)
-    make = getattr(model, "contract_input", None)
-    rep = make(BATCH) if make else Representation(pooled=torch.randn(BATCH, IN_DIM, generator=g),
-                                                  sequence=torch.randn(BATCH, SEQ_LEN, IN_DIM, generator=g))
+    rep = _contract_input(model)
+    if rep is None:
+        rep = Representation(pooled=torch.randn(BATCH, IN_DIM, generator=g),
+                             sequence=torch.randn(BATCH, SEQ_LEN, IN_DIM, generator=g))
     batch = model.example_batch(BATCH)
     missing = [k for k in model.requires if k not in batch]
     assert not missing, f"{name}: example_batch lacks required key(s) {missing}"
     model.train()
     out = model(rep)
-    loss = model.loss(out, batch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = model.loss(out, batch)
+    broadcast = [str(w.message) for w in caught if "target size" in str(w.message) or "broadcast" in str(w.message)]
+    assert not broadcast, f"{name}: loss() compares tensors of different shapes (torch broadcasts them): {broadcast[0]}"
     assert torch.is_tensor(loss) and loss.dim() == 0, f"{name}: loss must be a scalar tensor"
     assert torch.isfinite(loss), f"{name}: loss is not finite"
     loss.backward()
@@ -122,9 +134,16 @@ def check_head(factory: Any, name: str = "head") -> None:
     model.eval()
     with torch.no_grad():
         collected = model.collect(model(rep), batch)
+    assert isinstance(collected, dict), f"{name}: collect() must return a dict of tensors"
     for key, tensor in collected.items():
-        assert torch.is_tensor(tensor) and tensor.shape[0] == BATCH, (
-            f"{name}: collect()['{key}'] must be a tensor with one row per sample")
+        assert torch.is_tensor(tensor) and tensor.dim() >= 1 and tensor.shape[0] == BATCH, (
+            f"{name}: collect()['{key}'] must be a tensor with one row per sample (got "
+            f"{tuple(tensor.shape) if torch.is_tensor(tensor) else type(tensor).__name__})")
+    for key, tensor in collected.items():  # pred / target, pred_<field> / target_<field>: same shapes
+        target = collected.get("target" + key[len("pred"):]) if key.startswith("pred") else None
+        if target is not None and tuple(target.shape) != tuple(tensor.shape):
+            raise AssertionError(f"{name}: collect()['{key}'] has shape {tuple(tensor.shape)} but its target "
+                                 f"{tuple(target.shape)}: metrics and loss would broadcast them")
     metrics = model.metrics(collected)
     assert metrics and all(isinstance(v, float) for v in metrics.values()), f"{name}: metrics must be floats"
     if model.primary_metric:
@@ -244,7 +263,7 @@ def check_recipe(path: str | Path, *overrides: str, run_dir: str | Path | None =
     recipe = load_recipe(path, overrides, registry=current.registry)
     if run_dir is None:
         return recipe
-    from aqakit.train import train
+    from aqakit.engine.train import train
 
     summary = train(recipe, current, run_dir=run_dir)
     for split in ("val", "test"):

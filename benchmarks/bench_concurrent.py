@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--dives", type=int, default=150)
     parser.add_argument("--settings", default="default,runtime,active,threads1")
     args = parser.parse_args()
-    from aqakit.throughput import available_cpus, cpu_flags, cpu_isa
+    from aqakit.engine.throughput import available_cpus, cpu_flags, cpu_isa
 
     names = args.settings.split(",")
     unknown = [n for n in names if n not in SETTINGS]

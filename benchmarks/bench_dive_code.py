@@ -20,8 +20,8 @@ from collections import Counter
 import torch
 from torch import nn
 
-from aqakit.clips import cut_clips
-from aqakit.evaluate import recompute_batchnorm
+from aqakit.engine.clips import cut_clips
+from aqakit.engine.runtime import recompute_batchnorm
 from aqakit_c3d import C3D
 from aqakit_diving import DivingSynth
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
-import aqakit.train
-from aqakit import checkpoint, plugins
+import aqakit.engine.train
+from aqakit.media import checkpoint
+from aqakit import plugins
 from aqakit.recipe import load_recipe
 from aqakit_features.extract import extract
 
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("AQAKIT_LOAD_PLUGINS", "")
     current = plugins.current()
-    real, init = aqakit.train.build_model, {}
+    real, init = aqakit.engine.train.build_model, {}
 
     def same_initial_head(r, registry):  # the features run starts from the end-to-end run's initial head
         model = real(r, registry)
@@ -69,7 +70,7 @@ def main() -> None:
             model.heads.load_state_dict(init["heads"])
         return model
 
-    aqakit.train.build_model = same_initial_head
+    aqakit.engine.train.build_model = same_initial_head
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         runs = {}
@@ -81,7 +82,7 @@ def main() -> None:
                 extraction = time.perf_counter() - t0
             path = tmp / f"{name}.yaml"
             path.write_text(yaml.safe_dump(recipe(name, args.n, args.epochs, args.workers, features)))
-            summary = aqakit.train.train(load_recipe(path, registry=current.registry), current, run_dir=tmp / name)
+            summary = aqakit.engine.train.train(load_recipe(path, registry=current.registry), current, run_dir=tmp / name)
             runs[name] = (epoch_seconds(tmp / name), summary["test"])
     (e2e, e2e_test), (feat, feat_test) = runs["e2e"], runs["features"]
     per_e2e, per_feat = statistics.median(e2e), statistics.median(feat)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from aqakit import video
-from aqakit.data import make_loader
-from aqakit.distributed import DistInfo
-from aqakit.video import VideoTransform
+from aqakit.media import video
+from aqakit.engine.data import make_loader
+from aqakit.engine.distributed import DistInfo
+from aqakit.media.video import VideoTransform
 from aqakit_diving import release
 from aqakit_diving.dataset import MTLAQA
 from aqakit_diving.synth import synthesize

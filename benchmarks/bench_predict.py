@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
-from aqakit import plugins, video
-from aqakit.loading import LoadedModel
-from aqakit.model import build_model
-from aqakit.predict import Predictor
+from aqakit import plugins
+
+from aqakit.media import video
+from aqakit.engine.loading import LoadedModel
+from aqakit.engine.model import build_model
+from aqakit.tools.predict import Predictor
 from aqakit.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aqakit.render2d import encode_jpeg, torch_threads
+from aqakit.media.render2d import encode_jpeg, torch_threads
 from aqakit_diving import render, synth
 
 

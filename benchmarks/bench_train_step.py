@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import torch
 
-from aqakit.model import AQAModel
+from aqakit.engine.model import AQAModel
 from aqakit.recipe import ClipsConfig
 from aqakit_aggregators import AvgAggregator
 from aqakit_c3d import C3D

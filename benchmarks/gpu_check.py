@@ -72,8 +72,8 @@ def sync(dev: torch.device) -> None:
 
 # -- prepare ---------------------------------------------------------------------------------------------
 def prepare(out: Path, smoke: bool) -> None:
-    from aqakit import video
-    from aqakit.throughput import available_cpus, cpu_isa
+    from aqakit.media import video
+    from aqakit.engine.throughput import available_cpus, cpu_isa
     from aqakit_diving.synth import synthesize
 
     dev = device(smoke)
@@ -104,13 +104,15 @@ class Setup:
     """The recipe's model with its heads fitted on the rendered training labels, its optimizer, AMP and splits."""
 
     def __init__(self, name: str, out: Path, smoke: bool) -> None:
-        from aqakit import finetune, plugins
-        from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, resolve_splits,
+        from aqakit.engine import finetune
+        from aqakit import plugins
+        from aqakit.engine.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, resolve_splits,
                                  training_labels)
-        from aqakit.evaluate import resolve_amp
-        from aqakit.model import build_model
+        from aqakit.engine.runtime import resolve_amp
+        from aqakit.engine.model import build_model
         from aqakit.recipe import load_recipe
-        from aqakit.train import build_optimizer, seed_everything
+        from aqakit.engine.runtime import seed_everything
+        from aqakit.engine.train import build_optimizer
 
         self.name, self.dev = name, device(smoke)
         overrides = [f"data.dataset.root={out / 'dives'}", f"train.device={self.dev.type}",
@@ -138,8 +140,8 @@ class Setup:
         self.clips += int(args[0].shape[0])  # every clip of every video (exemplars too) in one batched forward
 
     def loader(self, split: str, workers: int, train: bool):
-        from aqakit.data import make_loader, video_transform
-        from aqakit.distributed import DistInfo
+        from aqakit.engine.data import make_loader, video_transform
+        from aqakit.engine.distributed import DistInfo
 
         cfg = self.recipe.data
         batch_size = cfg.batch_size if train else cfg.eval_batch_size or cfg.batch_size
@@ -176,7 +178,7 @@ class Setup:
 
 
 def _on_device(batch: dict[str, Any], dev: torch.device) -> dict[str, Any]:
-    from aqakit.data import to_device
+    from aqakit.engine.data import to_device
 
     return to_device(batch, dev)
 
@@ -213,7 +215,7 @@ def train_speed(name: str, out: Path, smoke: bool) -> None:
 
 # -- loader share --------------------------------------------------------------------------------------
 def loader_share(name: str, out: Path, smoke: bool) -> None:
-    from aqakit.throughput import available_cpus
+    from aqakit.engine.throughput import available_cpus
 
     s = Setup(name, out, smoke)
     cpus = available_cpus()
@@ -242,8 +244,8 @@ def loader_share(name: str, out: Path, smoke: bool) -> None:
 
 # -- predict latency -----------------------------------------------------------------------------------
 def predict_latency(out: Path, smoke: bool) -> None:
-    from aqakit.loading import LoadedModel
-    from aqakit.predict import Predictor
+    from aqakit.engine.loading import LoadedModel
+    from aqakit.tools.predict import Predictor
 
     from aqakit.errors import AqakitError
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 import aqakit
-from aqakit.cli import AqakitGroup, _add_plugin_commands, cli
+from aqakit.cli import AqakitGroup, cli
 
 
 def test_ls_lists_bundled_components(aqakit_plugins):
@@ -52,7 +52,7 @@ def test_plugin_commands_are_added(aqakit_plugins, register_plugin):
 
     register_plugin(Commands(), distribution="hello-dist")
     group = AqakitGroup(name="aqakit")
-    _add_plugin_commands(group)
+    aqakit_plugins.add_commands(group)
     result = CliRunner().invoke(group, ["hello"])
     assert result.exit_code == 0 and result.stdout == "hello from a plugin\n"
 
@@ -65,7 +65,7 @@ def test_a_failing_register_commands_is_listed_not_fatal(aqakit_plugins, registe
 
     aqakit_plugins.strict = False
     record = register_plugin(Bad(), distribution="bad-dist", name="bad")
-    _add_plugin_commands(AqakitGroup(name="aqakit"))
+    aqakit_plugins.add_commands(AqakitGroup(name="aqakit"))
     assert record.errors == ["register_commands failed: RuntimeError: no commands today"]
 
 
@@ -77,7 +77,7 @@ def test_commands_work_with_the_broken_plugin_installed(args):
 
 
 def test_data_info_counts_text_classes_but_not_keys_or_commentary():
-    from aqakit.data_info import summarise
+    from aqakit.tools.data_info import summarise
 
     rows = [{"key": f"v{i}", "technique": t, "caption": f"clip {i}", "score": 1.5 * i}
             for i, t in enumerate(["axe", "axe", "saw", "axe"])]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import TOY_RECIPE, needs_toy
 
 from aqakit.cli import cli
-from aqakit.predict import format_prediction
+from aqakit.tools.predict import format_prediction
 
 
 def _commands(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from aqakit.clips import clip_starts, cut_clips
+from aqakit.engine.clips import clip_starts, cut_clips
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
-from aqakit.model import AQAModel
+from aqakit.engine.model import AQAModel
 from aqakit.recipe import ClipsConfig
 from aqakit_aggregators import AvgAggregator
 from aqakit_heads import ScoreHead

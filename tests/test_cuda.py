@@ -19,13 +19,13 @@ import pytest
 import torch
 from conftest import TOY_RECIPE, needs_toy
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit import plugins as plugin_mod
-from aqakit.data import make_loader
-from aqakit.distributed import DistInfo
-from aqakit.evaluate import cuda_bf16_fast
+from aqakit.engine.data import make_loader
+from aqakit.engine.distributed import DistInfo
+from aqakit.engine.runtime import cuda_bf16_fast
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 DEVICE = os.environ.get("AQAKIT_CUDA_TESTS_ON", "cuda")
 ON_GPU = DEVICE == "cuda"
@@ -110,8 +110,8 @@ def test_eval_on_the_gpu_reproduces_the_summary(gpu_run):
 
 
 def test_predict_on_the_gpu(gpu_run, tmp_path: Path, toy_plugins):
-    from aqakit import video
-    from aqakit.predict import load_predictor
+    from aqakit.media import video
+    from aqakit.tools.predict import load_predictor
 
     run, _ = gpu_run
     frames = torch.randint(0, 255, (3, 12, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -136,7 +136,7 @@ def test_probe_on_the_gpu(gpu_run):
 
 
 def test_resume_on_the_gpu_matches_an_uninterrupted_run(tmp_path: Path, toy_plugins, monkeypatch):
-    import aqakit.train as engine
+    import aqakit.engine.train as engine
 
     recipe = load_recipe(TOY_RECIPE, [*BASE, "train.epochs=2", "data.persistent_workers=true"],
                          registry=toy_plugins.registry)

@@ -29,10 +29,10 @@ from conftest import TOY_RECIPE, needs_toy
 
 import aqakit
 from aqakit.cli import cli
-from aqakit.demo import Demo, make_server, parse_difficulty, render_result
+from aqakit.tools.demo import Demo, make_server, parse_difficulty, render_result
 from aqakit.errors import AqakitError
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 pytestmark = needs_toy
 TOY_ENV = {"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}
@@ -374,7 +374,7 @@ def test_serve_scores_uploads_and_removes_them_at_exit(run, tmp_path, monkeypatc
     SIGTERM (as Ctrl-C) stops it with its upload folder removed."""
     import tempfile
 
-    from aqakit.demo import serve
+    from aqakit.tools.demo import serve
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     said: list[str] = []

@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from aqakit.data import WithExemplars, attach_exemplars, check_keys, exemplar_spec, make_loader, resolve_splits
-from aqakit.distributed import DistInfo
+from aqakit.engine.data import WithExemplars, attach_exemplars, check_keys, exemplar_spec, make_loader, resolve_splits
+from aqakit.engine.distributed import DistInfo
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset, ExemplarSpec
-from aqakit.model import AQAModel
+from aqakit.engine.model import AQAModel
 from aqakit.recipe import validate
-from aqakit.video import VideoTransform
+from aqakit.media.video import VideoTransform
 from aqakit_aggregators import AvgAggregator
 from aqakit_c3d import C3D
 from aqakit_heads import ScoreHead
@@ -150,8 +150,8 @@ def test_a_pool_of_one_sample_has_no_exemplar_for_it():
 
 
 def test_core_trains_and_evaluates_reproducibly(aqakit_plugins, tmp_path):
-    from aqakit.evaluate import evaluate_checkpoint
-    from aqakit.train import train
+    from aqakit.engine.evaluate import evaluate_checkpoint
+    from aqakit.engine.train import train
 
     recipe = validate({
         "name": "core_smoke", "seed": 0,

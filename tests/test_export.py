@@ -15,10 +15,10 @@ import yaml
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 import aqakit
-from aqakit import video
+from aqakit.media import video
 from aqakit.errors import AqakitError
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 pytestmark = needs_toy
 TOY_ENV = {"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}

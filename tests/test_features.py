@@ -22,12 +22,12 @@ from aqakit_features.temporal import LSTMAggregator, TransformerAggregator
 from click.testing import CliRunner
 from conftest import ROOT
 
-import aqakit.train
-from aqakit import checkpoint
+import aqakit.engine.train
+from aqakit.media import checkpoint
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 TINY_DIVES = {"name": "diving_synth", "n": 16, "size": 32, "render_frames": 16, "events": 2, "jitter": 0}
 TINY_C3D = {"name": "c3d", "width": 0.0625, "clip_len": 4, "frame_size": 16}  # no BatchNorm: train = eval
@@ -195,8 +195,8 @@ def test_precomputed_trains_with_every_aggregator_and_head(tmp_path, aqakit_plug
     state = checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")
     assert state["input"] == {"features": [5, 6]}
     if aggregator["name"] == "avg":  # a features model evaluates from its checkpoint, and does not predict from video
-        from aqakit.evaluate import evaluate_checkpoint
-        from aqakit.predict import load_predictor
+        from aqakit.engine.evaluate import evaluate_checkpoint
+        from aqakit.tools.predict import load_predictor
 
         again = evaluate_checkpoint(tmp_path / "run", "test", aqakit_plugins)
         assert again["score.l2"] == pytest.approx(summary["test"]["score.l2"])
@@ -238,7 +238,7 @@ def test_features_extract_then_train_matches_the_frozen_end_to_end_run(tmp_path,
     """Same initial head, same data order, dropout and augmentation off: training on the extracted features is
     the same computation as training end to end with the backbone frozen, so the metrics agree."""
     built: dict[str, dict] = {}
-    real = aqakit.train.build_model
+    real = aqakit.engine.train.build_model
 
     def same_initial_head(recipe, registry):
         model = real(recipe, registry)
@@ -250,7 +250,7 @@ def test_features_extract_then_train_matches_the_frozen_end_to_end_run(tmp_path,
             model.heads.load_state_dict(built["init"]["heads"])
         return model
 
-    monkeypatch.setattr(aqakit.train, "build_model", same_initial_head)
+    monkeypatch.setattr(aqakit.engine.train, "build_model", same_initial_head)
     e2e = load_recipe(write_recipe(tmp_path, "e2e", end_to_end(epochs=3)), registry=aqakit_plugins.registry)
     frozen = train(e2e, aqakit_plugins, run_dir=tmp_path / "e2e")
     extract(str(tmp_path / "e2e"), "diving_synth", dataset_args(), tmp_path / "feats", aqakit_plugins)

@@ -16,9 +16,9 @@ import torch
 from click.testing import CliRunner
 from conftest import ROOT
 
-from aqakit import safe_pickle
+from aqakit.media import safe_pickle
 from aqakit.cli import cli
-from aqakit.data import attach_exemplars, resolve_splits
+from aqakit.engine.data import attach_exemplars, resolve_splits
 from aqakit.errors import AqakitError
 from aqakit.interfaces import ExemplarSpec, Representation
 from aqakit.recipe import load_recipe

@@ -9,11 +9,13 @@ import torch
 from aqakit_c3d import C3D
 from conftest import TOY_RECIPE, needs_toy
 
-from aqakit import checkpoint, finetune
+from aqakit.media import checkpoint
+
+from aqakit.engine import finetune
 from aqakit import plugins as plugin_mod
 from aqakit.errors import RecipeError
 from aqakit.recipe import FinetuneConfig, OptimizerConfig, load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 SMALL = {"width": 0.0625, "clip_len": 4, "frame_size": 16, "batchnorm": True}
 

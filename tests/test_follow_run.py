@@ -14,10 +14,10 @@ import torch
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 from aqakit import plugins as plugin_mod
-from aqakit.follow import Progress, duration, parameter_counts, start_block
+from aqakit.engine.follow import Progress, duration, parameter_counts, start_block
 from aqakit.recipe import load_recipe
-from aqakit.report import curves_figure, panel_order
-from aqakit.train import train
+from aqakit.engine.report import curves_figure, panel_order
+from aqakit.engine.train import train
 
 TOY_ENV = {"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}
 STEPS = 5  # the toy recipe: 36 training samples in batches of 8
@@ -122,12 +122,12 @@ def test_curves_put_the_selection_metric_first_and_mark_the_best_epoch():
 
 @needs_toy
 def test_a_failing_report_is_one_warning_and_the_run_still_finishes(tmp_path, monkeypatch, capfd):
-    import aqakit.report
+    import aqakit.engine.report
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts\nat all")
 
-    monkeypatch.setattr(aqakit.report, "write_report", broken)
+    monkeypatch.setattr(aqakit.engine.report, "write_report", broken)
     monkeypatch.setenv("AQAKIT_LOAD_PLUGINS", "aqakit-plugin-toy")
     toy = plugin_mod.Plugins().load()
     summary = train(load_recipe(TOY_RECIPE, ["train.epochs=1"], registry=toy.registry), toy, run_dir=tmp_path / "run")
@@ -169,7 +169,7 @@ def _toy_registry():
 
 def test_progress_off_a_terminal_prints_every_n_steps_with_the_run_eta(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("aqakit.follow.time.time", lambda: now[0])
+    monkeypatch.setattr("aqakit.engine.follow.time.time", lambda: now[0])
     out = io.StringIO()
     progress = Progress(epochs=2, steps_per_epoch=4, start_epoch=1, log_every=2, stream=out)  # resumed: epoch 2 of 2
     assert progress.bar is None  # a StringIO is no terminal

@@ -19,8 +19,8 @@ from conftest import ROOT
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from aqakit import video
-from aqakit.data_info import label_problems, summarise
+from aqakit.media import video
+from aqakit.tools.data_info import label_problems, summarise
 from aqakit.errors import AqakitError
 from aqakit.recipe import apply_overrides, read_yaml, validate
 from aqakit_diving import release

@@ -215,8 +215,8 @@ def test_registered_with_a_contract_config(aqakit_plugins):
 
 
 def test_probe_sees_the_stages_of_the_cpu_recipe(aqakit_plugins):
-    from aqakit.model import build_model
-    from aqakit.probe_features import stage_names
+    from aqakit.engine.model import build_model
+    from aqakit.tools.probe.features import stage_names
     from aqakit.recipe import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "cpu" / "musdl_i3d.yaml")
@@ -226,7 +226,7 @@ def test_probe_sees_the_stages_of_the_cpu_recipe(aqakit_plugins):
 
 
 def test_train_finetune_freezes_by_stage():
-    from aqakit.finetune import stage_parameters
+    from aqakit.engine.finetune import stage_parameters
 
     names = stage_parameters(InceptionI3D(**{**TINY, "frame_size": 32}), "c2")
     assert {n.split(".")[0] for n in names} == {"Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"}

@@ -15,10 +15,10 @@ from conftest import TOY_RECIPE, needs_toy
 import aqakit
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
-from aqakit.follow import logger_configs
+from aqakit.engine.follow import logger_configs
 from aqakit.interfaces import Logger, RunInfo
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 pytestmark = needs_toy
 STEPS = [2, 4, 5, 7, 9, 10]  # log_every=2 over two epochs of 5 steps: every 2nd step and each epoch's last
@@ -288,7 +288,7 @@ def test_mlflow_logger_local_file_store_records_steps_epochs_params_and_figures(
 def test_a_checkpoint_of_a_run_with_loggers_loads_where_they_are_not_installed(toy, register_plugin, tmp_path):
     """Loggers are no part of the model: eval, predict and export drop them from the stored recipe."""
     from aqakit import plugins
-    from aqakit.evaluate import evaluate_checkpoint
+    from aqakit.engine.evaluate import evaluate_checkpoint
 
     register_plugin(LoggerPlugin(), distribution="aqakit-plugin-loggers")
     run = tmp_path / "run"

@@ -174,7 +174,7 @@ def test_nothing_imports_pytorchvideo_transforms():
 
 
 def test_two_training_steps_on_the_tiny_x3d(aqakit_plugins):
-    from aqakit.model import build_model
+    from aqakit.engine.model import build_model
     from aqakit.recipe import validate
 
     recipe = validate({

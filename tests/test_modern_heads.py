@@ -151,7 +151,7 @@ def test_rendered_dives_carry_judge_scores(tmp_path):
 
 @needs_shared
 def test_musdl_on_the_real_release_is_a_clear_error():
-    from aqakit.data import check_keys
+    from aqakit.engine.data import check_keys
     from aqakit.recipe import validate
     from aqakit_diving.dataset import MTLAQA
 

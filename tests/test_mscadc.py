@@ -12,10 +12,10 @@ import aqakit.testing
 import aqakit_mscadc
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Representation
-from aqakit.model import AQAModel, build_model
+from aqakit.engine.model import AQAModel, build_model
 from aqakit.recipe import validate
 from aqakit.testing import check_component, check_head
-from aqakit_diving.release import NUM_CLASSES
+from aqakit_diving.divecode import NUM_CLASSES
 from aqakit_mscadc import (MSCADC, ContextNet, MapAggregator, MSCADCCaptionHead, MSCADCDiveCodeHead,
                            MSCADCScoreHead)
 

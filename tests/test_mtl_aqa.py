@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from conftest import SHARED, needs_shared
 
-from aqakit import safe_pickle, video
+from aqakit.media import safe_pickle, video
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
 from aqakit_diving import release

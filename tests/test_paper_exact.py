@@ -27,7 +27,7 @@ from torch import nn
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Representation
-from aqakit.model import build_model
+from aqakit.engine.model import build_model
 from aqakit.recipe import load_recipe
 from aqakit.testing import check_head
 from aqakit_caption import CaptionHead

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 
 from aqakit import plugins
-from aqakit.model import build_model
+from aqakit.engine.model import build_model
 from aqakit.recipe import load_recipe
 from aqakit_aggregators import AvgAggregator
 from aqakit_c3d import C3D

@@ -184,3 +184,23 @@ def test_selection_uses_canonical_names_and_warns_about_unknown_ones(monkeypatch
     assert plugins.registry.get("backbone", "tiny3d")
     err = capsys.readouterr().err
     assert "AQAKIT_LOAD_PLUGINS names aqakit-plugin-nope, which no installed distribution provides" in err
+
+
+def test_a_broken_bundled_plugin_fails_alone(monkeypatch, capsys):
+    """Bundled plugins load through the same isolation as entry points."""
+    from aqakit import plugins as plugin_mod
+
+    monkeypatch.setattr(plugin_mod, "BUNDLED_PLUGINS", ("aqakit_no_such_bundled_plugin", *plugin_mod.BUNDLED_PLUGINS))
+    loaded = Plugins(selected=set(), strict=False).load()
+    failed = {r.name: r.errors for r in loaded.failures()}
+    assert failed == {"aqakit_no_such_bundled_plugin": [
+        "import failed: ModuleNotFoundError: No module named 'aqakit_no_such_bundled_plugin'"]}
+    assert loaded.registry.get("backbone", "c3d")  # every other plugin still loaded
+    assert "aqakit_no_such_bundled_plugin" in capsys.readouterr().err
+
+
+@needs_broken
+def test_an_unknown_name_mentions_the_plugins_that_failed_to_load():
+    registry = Plugins(selected={"aqakit-plugin-broken"}, strict=False).load().registry
+    with pytest.raises(AqakitError, match="failed to load and may provide it: aqakit-plugin-broken:broken"):
+        registry.get("backbone", "broken3d")

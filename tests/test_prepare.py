@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 from conftest import SHARED, needs_shared
 
-from aqakit import locking, video
-from aqakit.cache import lock_file
+from aqakit.media import locking, video
+from aqakit.media.cache import lock_file
 from aqakit.cli import cli, data_prepare_commands
 from aqakit.errors import AqakitError
 from aqakit_diving import prepare, release, synth

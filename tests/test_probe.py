@@ -14,15 +14,15 @@ from click.testing import CliRunner
 from torch import nn
 
 import aqakit
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec, Dataset
-from aqakit.metrics import fisher_z_mean
-from aqakit.model import build_model
-from aqakit.probe import Table, out_of_dataset, parse_alphas, parse_layers, read_groups, within
-from aqakit.probe_features import cache_key, load_checkpoint_model
-from aqakit.probe_ridge import choose_alpha, ridge_predict
+from aqakit.engine.metrics import fisher_z_mean
+from aqakit.engine.model import build_model
+from aqakit.tools.probe import Table, out_of_dataset, parse_alphas, parse_layers, read_groups, within
+from aqakit.tools.probe.features import cache_key, load_checkpoint_model
+from aqakit.tools.probe.ridge import choose_alpha, ridge_predict
 from aqakit.recipe import validate
 
 # -- a tiny labelled dataset: brightness follows the score; two classes, three competitions ---------

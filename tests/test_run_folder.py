@@ -19,13 +19,13 @@ import torch
 from click.testing import CliRunner
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
-from aqakit import checkpoint, locking
-from aqakit.cache import build_new, build_once, lock_file
+from aqakit.media import checkpoint, locking
+from aqakit.media.cache import build_new, build_once, lock_file
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
-from aqakit.evaluate import evaluate_checkpoint
+from aqakit.engine.evaluate import evaluate_checkpoint
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 TOY_ENV = {"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}
 SHORT = ["train.epochs=2", "data.val_fraction=0"]  # no val: every epoch is best, so best.pt = last.pt
@@ -55,7 +55,7 @@ def runs(toy_plugins, tmp_path_factory) -> dict[str, Path]:
     finally:
         os.umask(old)
     stopped = root / "stopped"
-    import aqakit.train as train_mod
+    import aqakit.engine.train as train_mod
 
     original = train_mod._final_evaluation
     train_mod._final_evaluation = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())  # killed here
@@ -81,7 +81,7 @@ def _epoch(path: Path) -> int:
 
 def _holder(path: Path) -> subprocess.Popen:
     """A separate process that takes the lock ``path`` and sleeps (until the test kills it)."""
-    code = ("import sys, time; from pathlib import Path; from aqakit import locking; "
+    code = ("import sys, time; from pathlib import Path; from aqakit.media import locking; "
             "locking.acquire(Path(sys.argv[1]), 'busy'); print('locked', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -153,7 +153,7 @@ def test_train_refuses_a_run_folder_in_use(tmp_path: Path, toy_plugins):
 
 @needs_toy
 def test_a_new_run_that_fails_before_writing_leaves_no_folder(tmp_path: Path, toy_plugins, monkeypatch):
-    import aqakit.train as train_mod
+    import aqakit.engine.train as train_mod
 
     def broken(*args, **kwargs):
         raise AqakitError("no data")

@@ -14,7 +14,7 @@ from conftest import has_distribution, run_aqakit
 
 from aqakit.cli import cli
 from aqakit.errors import AqakitError
-from aqakit.scaffold import new_plugin, parse_kinds, plugin_names
+from aqakit.tools.scaffold import new_plugin, parse_kinds, plugin_names
 
 
 def _pip(*args: str) -> subprocess.CompletedProcess:

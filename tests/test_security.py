@@ -11,13 +11,13 @@ import torch
 import yaml
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
-from aqakit.evaluate import evaluate_checkpoint
-from aqakit.predict import load_predictor
+from aqakit.engine.evaluate import evaluate_checkpoint
+from aqakit.tools.predict import load_predictor
 from aqakit.recipe import load_recipe
-from aqakit.report import write_report
-from aqakit.train import train
+from aqakit.engine.report import write_report
+from aqakit.engine.train import train
 
 pytestmark = needs_toy
 TOY_ENV = {"AQAKIT_LOAD_PLUGINS": "aqakit-plugin-toy"}
@@ -61,7 +61,7 @@ def test_hostile_checkpoint_runs_nothing(hostile_run, toy_plugins, use):
         elif use == "report":
             write_report(run, toy_plugins)
         else:
-            from aqakit.probe import load_models
+            from aqakit.tools.probe import load_models
 
             load_models([str(best)], toy_plugins, None)
     assert not marker.exists()

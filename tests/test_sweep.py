@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aqakit.data import nested_subset, resolve_splits, training_labels
+from aqakit.engine.data import nested_subset, resolve_splits, training_labels
 from aqakit.errors import AqakitError
-from aqakit.sweep import aggregate, collect, execute, expand, load_sweep, markdown, run_state, write_tables
+from aqakit.tools.sweep import aggregate, collect, execute, expand, load_sweep, markdown, run_state, write_tables
 from conftest import ROOT, needs_toy, run_aqakit
 
 SWEEPS = sorted((ROOT / "recipes").rglob("*.sweep.yaml"))
@@ -94,7 +94,7 @@ def test_missing_base_recipe_is_one_clear_error(tmp_path: Path):
 @pytest.mark.parametrize("path", SWEEPS, ids=[str(p.relative_to(ROOT)) for p in SWEEPS])
 def test_every_sweep_in_the_repository_loads_and_its_runs_validate(path: Path):
     from aqakit import plugins
-    from aqakit.sweep import check_runs
+    from aqakit.tools.sweep import check_runs
 
     sweep = load_sweep(path)
     check_runs(sweep, plugins.current().registry)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_toy, run_aqakit
 
-from aqakit.sweep import Progress, _subprocess_runner, execute, load_sweep, slot_envs, stop_running
+from aqakit.tools.sweep import Progress, _subprocess_runner, execute, load_sweep, slot_envs, stop_running
 
 FOUR = """
 axes:
@@ -86,7 +86,7 @@ def test_jobs_train_runs_at_once_with_their_own_gpu_and_the_same_table(tmp_path:
     assert lines[-1].endswith("4 done, 0 running, 0 left")
     assert any("ETA" in line for line in lines)
 
-    from aqakit.sweep import write_tables
+    from aqakit.tools.sweep import write_tables
 
     one_at_a_time = tmp_path / "one"
     assert execute(sweep, one_at_a_time, jobs=1, runner=runner, echo=lambda _: None) == []
@@ -100,7 +100,7 @@ def test_stopping_a_sweep_terminates_the_runs_it_started(tmp_path: Path):
     thread = threading.Thread(target=lambda: codes.append(
         _subprocess_runner([sys.executable, "-c", "import time; time.sleep(60)"], log)))
     thread.start()
-    from aqakit import sweep as sweep_mod
+    from aqakit.tools import sweep as sweep_mod
 
     deadline = time.monotonic() + 30
     while not sweep_mod._LIVE and time.monotonic() < deadline:

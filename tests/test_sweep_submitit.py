@@ -11,7 +11,7 @@ import pytest
 from conftest import needs_toy, run_aqakit
 
 from aqakit.errors import AqakitError
-from aqakit.sweep import TrainJob, submitit_executor
+from aqakit.tools.sweep import TrainJob, submitit_executor
 
 submitit = pytest.importorskip("submitit", reason="submitit is in the dev extra (pip install -e '.[dev]')")
 
@@ -54,7 +54,7 @@ def test_executor_settings_are_checked(tmp_path: Path, monkeypatch):
         submitit_executor(tmp_path, "local", 0, ["not_a_setting=1"])
     with pytest.raises(AqakitError, match="must look like KEY=VALUE"):
         submitit_executor(tmp_path, "local", 0, ["timeout_min"])
-    monkeypatch.setattr("aqakit.sweep.shutil.which", lambda name: None)
+    monkeypatch.setattr("aqakit.tools.sweep.shutil.which", lambda name: None)
     with pytest.raises(AqakitError, match=r"no SLURM here \(sbatch is not on PATH\)"):
         submitit_executor(tmp_path, "slurm", 1, [])
 
@@ -89,7 +89,7 @@ class FakeExecutor:
 
 
 def test_submitted_jobs_are_waited_for_and_failures_named(tmp_path: Path, monkeypatch):
-    from aqakit.sweep import execute_submitit, load_sweep
+    from aqakit.tools.sweep import execute_submitit, load_sweep
 
     base = tmp_path / "base.yaml"
     base.write_text("name: base\n")
@@ -100,9 +100,9 @@ def test_submitted_jobs_are_waited_for_and_failures_named(tmp_path: Path, monkey
     out = tmp_path / "out"
     (out / "size=3").mkdir(parents=True)
     (out / "size=3" / "summary.json").write_text("{}")             # finished: not submitted again
-    monkeypatch.setattr("aqakit.sweep.train_command",
+    monkeypatch.setattr("aqakit.tools.sweep.train_command",
                         lambda sweep, run, run_dir, resume, gpus: [sys.executable, "-c", FAKE_TRAIN, str(run_dir)])
-    monkeypatch.setattr("aqakit.sweep.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("aqakit.tools.sweep.time.sleep", lambda seconds: None)
     executor, lines = FakeExecutor(), []
     failed = execute_submitit(sweep, out, executor, env={"OMP_NUM_THREADS": "1"}, echo=lines.append)
     assert failed == ["size=6"]
@@ -121,7 +121,7 @@ def test_submitted_jobs_are_waited_for_and_failures_named(tmp_path: Path, monkey
 def test_a_two_run_sweep_through_submitit_resumes_the_partial_run(tmp_path: Path, toy_recipe: Path, monkeypatch):
     from aqakit import plugins
     from aqakit.recipe import load_recipe
-    from aqakit.train import train
+    from aqakit.engine.train import train
 
     monkeypatch.setenv("AQAKIT_LOAD_PLUGINS", "aqakit-plugin-toy")
     toy_plugins = plugins.Plugins().load()

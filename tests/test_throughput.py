@@ -10,15 +10,17 @@ import pytest
 import torch
 from conftest import TOY_RECIPE, needs_toy
 
-from aqakit import checkpoint, evaluate, throughput
+from aqakit.media import checkpoint
+
+from aqakit.engine import runtime, throughput
 from aqakit import plugins as plugin_mod
-from aqakit.data import make_loader, next_epoch
-from aqakit.distributed import DistInfo
+from aqakit.engine.data import make_loader, next_epoch
+from aqakit.engine.distributed import DistInfo
 from aqakit.errors import AqakitError, RecipeError
-from aqakit.evaluate import resolve_amp
+from aqakit.engine.runtime import resolve_amp
 from aqakit.recipe import load_recipe
-from aqakit.throughput import cpu_bf16_fast, cpu_isa, loader_pin_memory, optimizer_options
-from aqakit.train import train
+from aqakit.engine.throughput import cpu_bf16_fast, cpu_isa, loader_pin_memory, optimizer_options
+from aqakit.engine.train import train
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -92,7 +94,7 @@ def test_cpu_isa_and_hardware_bf16_come_from_the_flags():
 def test_amp_auto_stays_fp32_on_the_cpu_and_emulated_bf16_warns_once(monkeypatch, capsys):
     monkeypatch.setattr(throughput, "cpu_flags", lambda: frozenset({"avx", "avx2"}))
     monkeypatch.delenv("RANK", raising=False)
-    evaluate._warn_slow_bf16.cache_clear()
+    runtime._warn_slow_bf16.cache_clear()
     try:
         assert resolve_amp("auto", CPU) is None and resolve_amp("off", CPU) is None
         assert resolve_amp("bf16", CPU) is torch.bfloat16 and resolve_amp("bf16", CPU) is torch.bfloat16
@@ -100,12 +102,12 @@ def test_amp_auto_stays_fp32_on_the_cpu_and_emulated_bf16_warns_once(monkeypatch
         assert len(lines) == 1, lines
         assert lines[0].startswith("aqakit: warning: recipe field 'train.amp' is bf16 but this CPU has neither "
                                    "AVX512-BF16 nor AMX (AVX2)") and "452x slower" in lines[0]
-        evaluate._warn_slow_bf16.cache_clear()
+        runtime._warn_slow_bf16.cache_clear()
         monkeypatch.setattr(throughput, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
         assert resolve_amp("bf16", CPU) is torch.bfloat16
         assert capsys.readouterr().err == ""
     finally:
-        evaluate._warn_slow_bf16.cache_clear()
+        runtime._warn_slow_bf16.cache_clear()
     with pytest.raises(AqakitError, match="fp16 needs CUDA"):
         resolve_amp("fp16", CPU)
 
@@ -114,7 +116,7 @@ def test_amp_auto_stays_fp32_on_the_cpu_and_emulated_bf16_warns_once(monkeypatch
 @needs_toy
 def test_a_run_sets_its_threads_and_cudnn_restores_them_and_says_what_it_chose(tmp_path: Path, toy_plugins,
                                                                                  monkeypatch, capsys):
-    import aqakit.train as engine
+    import aqakit.engine.train as engine
 
     before = torch.get_num_threads()
     want = 2 if before == 1 else 1
@@ -198,7 +200,7 @@ def test_prefetch_factor_goes_to_the_workers_and_is_ignored_without_them():
 
 @needs_toy
 def test_a_run_with_persistent_workers_and_augmentation_resumes_exactly(tmp_path: Path, toy_plugins, monkeypatch):
-    import aqakit.train as engine
+    import aqakit.engine.train as engine
 
     recipe = _recipe(toy_plugins, "train.epochs=2", "data.num_workers=2", "data.persistent_workers=true",
                      "data.resize=[20,20]", "data.crop=random", "data.flip=true")
@@ -259,7 +261,7 @@ def test_the_aqakit_command_lets_idle_openmp_threads_sleep_unless_told_otherwise
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if given:
         env["OMP_WAIT_POLICY"] = given
-    code = ("import os, sys; import aqakit.cli; "
+    code = ("import os, sys; import aqakit.cli; import aqakit.engine.train; "  # the CLI imports torch lazily
             "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")  # set before torch was imported?
     probe = ("import os, sys, builtins; real = builtins.__import__\n"
              "def imp(name, *a, **k):\n"

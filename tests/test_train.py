@@ -15,9 +15,9 @@ import torch
 from conftest import TOY_RECIPE, needs_toy, run_aqakit
 
 from aqakit.errors import AqakitError
-from aqakit.evaluate import evaluate_checkpoint
+from aqakit.engine.evaluate import evaluate_checkpoint
 from aqakit.recipe import load_recipe
-from aqakit.train import train
+from aqakit.engine.train import train
 
 pytestmark = needs_toy
 
@@ -186,7 +186,7 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path: Path, toy_plugins, monke
 
 
 def test_gradient_accumulation_divides_by_each_groups_own_size():
-    from aqakit.train import accumulation_group
+    from aqakit.engine.train import accumulation_group
 
     # 7 batches, groups of 3: [0 1 2] [3 4 5] [6] -- the short last group is not down-weighted by 1/3
     assert [accumulation_group(s, 3, 7) for s in range(7)] == [3, 3, 3, 3, 3, 3, 1]
@@ -195,7 +195,7 @@ def test_gradient_accumulation_divides_by_each_groups_own_size():
 
 
 def test_precise_bn_replaces_running_statistics_by_the_average_over_batches():
-    from aqakit.evaluate import recompute_batchnorm
+    from aqakit.engine.runtime import recompute_batchnorm
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -222,3 +222,16 @@ def test_training_with_precise_bn_runs(tmp_path: Path, toy_plugins):
     recipe = load_recipe(TOY_RECIPE, ["train.precise_bn=2", "train.epochs=1"], registry=toy_plugins.registry)
     train(recipe, toy_plugins, run_dir=tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_resume_accepts_a_run_saved_before_a_recipe_field_existed(toy_plugins, tmp_path: Path):
+    """A field added to the schema later (stored recipe lacks it) compares as its default, not as a change."""
+    from aqakit.engine.train import _check_same_recipe
+
+    recipe = load_recipe(TOY_RECIPE, registry=toy_plugins.registry)
+    stored = recipe.to_dict()
+    del stored["train"]["compile"], stored["train"]["finetune"]
+    _check_same_recipe(recipe, stored, tmp_path / "last.pt")
+    stored["train"]["epochs"] = 99
+    with pytest.raises(AqakitError, match="recipe field 'train.epochs' differs"):
+        _check_same_recipe(recipe, stored, tmp_path / "last.pt")

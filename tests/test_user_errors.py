@@ -119,12 +119,12 @@ def test_a_bug_in_a_loader_worker_keeps_its_traceback(flaky_cli, tmp_path):
 
 
 def test_worker_error_keeps_the_worker_traceback_for_debug():
-    from aqakit.data import WorkerError, WorkerTraceback
+    from aqakit.engine.data import WorkerError, WorkerTraceback
 
     text = ("Caught WorkerError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
             "  File \"x.py\", line 1, in f\naqakit.errors.AqakitError: bad.mp4: unreadable\n\n"
             "The above exception was the direct cause of the following exception:\n\n"
-            "aqakit.data.WorkerError: bad.mp4: unreadable\n")
+            "aqakit.engine.data.WorkerError: bad.mp4: unreadable\n")
     exc = WorkerError(text)  # what torch's ExceptionWrapper.reraise builds in the main process
     assert str(exc) == "bad.mp4: unreadable"
     assert isinstance(exc.__cause__, WorkerTraceback) and "Original Traceback" in str(exc.__cause__)
@@ -269,7 +269,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_how_to_start_again(toy_cli, tmp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("aqakit.train.train", interrupted)
+    monkeypatch.setattr("aqakit.engine.train.train", interrupted)
     run = tmp_path / "run"
     result = invoke("train", str(TOY_RECIPE), "seed=3", "--run-dir", str(run))
     assert result.exit_code == 130

@@ -207,7 +207,7 @@ def test_synthesize_is_deterministic_and_written_in_the_aqa7_layout(tmp_path):
 def test_rendered_scores_follow_the_faults(tmp_path):
     import json
 
-    from aqakit.metrics import spearman
+    from aqakit.engine.metrics import spearman
 
     truth = synth.synthesize(tmp_path / "s", n=1, seed=0, size=16, frames=8, progress=False) and \
         json.loads((tmp_path / "s" / synth.TRUTH_FILE).read_text(encoding="utf-8"))

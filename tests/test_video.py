@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg, encode_png
 
-from aqakit import video as V
+from aqakit.media import video as V
 from aqakit.errors import AqakitError
 
 # torchvision 0.29 deprecates torchvision.io image coding in favour of torchcodec; it still works.
@@ -438,7 +438,7 @@ def test_center_crop_matches_torchvision_center_crop(frame, crop):
     """The released MTL-AQA code crops with torchvision's CenterCrop: the same pixels, odd margins included."""
     from torchvision.transforms import CenterCrop
 
-    from aqakit.video import center_crop
+    from aqakit.media.video import center_crop
 
     video = torch.arange(3 * 2 * frame[0] * frame[1], dtype=torch.int64).reshape(3, 2, *frame)
     assert torch.equal(center_crop(video, crop), CenterCrop(crop)(video))

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from aqakit import video
+from aqakit.media import video
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Representation
 from aqakit_heads import ClassifyHead

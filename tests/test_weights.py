@@ -1,4 +1,4 @@
-"""aqakit.weights: one resolver (path, file://, http(s):// cached, hf://, #sha256= pins) and one loader,
+"""aqakit.media.weights: one resolver (path, file://, http(s):// cached, hf://, #sha256= pins) and one loader,
 used by every backbone's ``weights``. No network: a local HTTP server and a prepared Hugging Face cache."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from aqakit.errors import AqakitError
-from aqakit.weights import SourceNotFound, load_weights, read_state_dict, resolve
+from aqakit.media.weights import SourceNotFound, load_weights, read_state_dict, resolve
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -11,7 +11,7 @@ from torch import nn
 import aqakit
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Aggregator, Representation
-from aqakit.weights import read_state_dict, split_pin
+from aqakit.media.weights import read_state_dict, split_pin
 
 
 class AvgAggregator(Aggregator):
@@ -46,7 +46,7 @@ class AvgAggregator(Aggregator):
 
 def load_linear(layer: nn.Linear, path: str, key: str) -> None:
     """Initialise ``layer`` from ``<key>.weight`` / ``<key>.bias`` of a state dict (e.g. C3D's fc6), read
-    from any ``aqakit.weights`` source (path, URL, ``hf://``, ``#sha256=`` pin)."""
+    from any ``aqakit.media.weights`` source (path, URL, ``hf://``, ``#sha256=`` pin)."""
     state = read_state_dict(path, "avg: init")
     file = split_pin(str(path))[0]
     for param in ("weight", "bias"):

@@ -3,7 +3,7 @@
 Exact at paper size (``width=1``, 16 x 112 x 112 clips -> 512 x 1 x 4 x 4 = 8192 features per clip);
 ``width`` scales every channel count and ``frame_size`` / ``clip_len`` the input, so the same code
 runs at CPU scale. Sports-1M weights load from a ``c3d.pickle`` state dict (``weights``: any
-``aqakit.weights`` source).
+``aqakit.media.weights`` source).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 import aqakit
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
-from aqakit.weights import WeightReport, load_weights
+from aqakit.media.weights import WeightReport, load_weights
 
 # (name, out channels at width 1) per conv; pools after conv1, conv2, conv3b, conv4b, conv5b
 CONVS: tuple[tuple[str, int], ...] = (
@@ -31,7 +31,7 @@ POOLS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {  # (kern
     "c1": ((1, 2, 2), (0, 0, 0)), "c2": ((2, 2, 2), (0, 0, 0)), "c3": ((2, 2, 2), (0, 0, 0)),
     "c4": ((2, 2, 2), (0, 0, 0)), "c5": ((2, 2, 2), (0, 1, 1)),
 }
-# Sports-1M C3D expects 0..255 RGB minus the training mean (QUIRKS 12); approximate per-channel mean.
+# Sports-1M C3D expects 0..255 RGB minus the training mean (docs/models.md, paper-code quirk 12); approximate per-channel mean.
 C3D_MEAN_255 = (101.4, 97.7, 90.2)
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -99,7 +99,7 @@ class C3D(Backbone):
 
 
 def load_c3d_weights(model: C3D, source: str) -> WeightReport:
-    """Load the conv tensors of a Sports-1M ``c3d.pickle``-style state dict (any ``aqakit.weights`` source).
+    """Load the conv tensors of a Sports-1M ``c3d.pickle``-style state dict (any ``aqakit.media.weights`` source).
 
     fc6..fc8 are reported as not in this backbone; convs of another shape (``width`` != 1) are reported
     and skipped, leaving those layers at their initialisation.

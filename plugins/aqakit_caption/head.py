@@ -26,12 +26,12 @@ words unseen in training as ``<unk>``).
 
 * ``token_mean`` (default): cross-entropy averaged over all target tokens of the batch (each caption's
   ``eos`` included, padding excluded), so it does not grow with caption length.
-* ``paper_sum``: the reference code's loss (QUIRKS 5): per caption the SUM of token NLLs, averaged over
+* ``paper_sum``: the reference code's loss (docs/models.md, paper-code quirk 5): per caption the SUM of token NLLs, averaged over
   the batch. Its size grows with caption length; the paper's 0.01 is the head's recipe ``weight``
   (gamma in alpha*AQA + beta*Cls + gamma*Caps), not part of this loss.
 
 Padding is masked by caption length, never by id: in ``word`` mode ``eos`` and padding share id 0 (as in
-the release, QUIRKS 6) and ``eos`` is still learned. Batches are never modified in place.
+the release, docs/models.md paper-code quirk 6) and ``eos`` is still learned. Batches are never modified in place.
 """
 
 from __future__ import annotations

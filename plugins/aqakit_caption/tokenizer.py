@@ -9,7 +9,7 @@ ids dropped), ``vocab_size``, ``pad_id``, ``bos_id``, ``eos_id``, ``unk_id`` and
   seen characters; unseen characters become ``unk``). ``vocab_size`` is a soft limit (a small corpus
   yields fewer pieces). Training is deterministic: same captions and options -> same model bytes.
 * ``word``: ids from a word list ``['<eos>', '<sos>', words..., '<unk>']``: ``'<eos>'`` = 0 is also
-  the padding id (as in the release's vocab.json, QUIRKS 6), ``'<sos>'`` = 1, words in order of first
+  the padding id (as in the release's vocab.json, docs/models.md paper-code quirk 6), ``'<sos>'`` = 1, words in order of first
   occurrence, then ``'<unk>'`` for words not in the list.
 """
 

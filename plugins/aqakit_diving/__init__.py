@@ -10,11 +10,11 @@ from typing import Literal
 import click
 
 import aqakit
-from aqakit.cache import build_once, cache_dir
+from aqakit.media.cache import build_once, cache_dir
 from aqakit.errors import AqakitError
 from aqakit_diving import release
 from aqakit_diving.dataset import MTLAQA
-from aqakit_diving.release import CLASS_NAMES, NUM_CLASSES
+from aqakit_diving.divecode import CLASS_NAMES, NUM_CLASSES
 from aqakit_heads import ClassifyHead
 
 RENDER_VERSION = 2  # bump when the renderer's output changes, so cached datasets are re-rendered
@@ -133,8 +133,8 @@ def register_commands(cli):
     @click.option("--limit", type=click.IntRange(min=1), default=None, help="With --twin: render only this many keys.")
     def synth_diving(out, n, seed, size, frames, events, twin, limit):
         """Render dives with known ground truth in the MTL-AQA release layout."""
-        from aqakit.cache import build_new
-        from aqakit.checkpoint import to_json
+        from aqakit.media.cache import build_new
+        from aqakit.media.checkpoint import to_json
         from aqakit_diving.synth import synthesize, synthesize_twin
 
         def build(tmp: Path) -> dict:

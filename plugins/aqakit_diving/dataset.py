@@ -1,4 +1,4 @@
-"""The ``mtl_aqa`` dataset: the MTL-AQA release read exactly as FORMAT.md describes it.
+"""The ``mtl_aqa`` dataset: the MTL-AQA release read exactly as docs/datasets/mtl_aqa.md describes it.
 
 Reads the real release (and the UNLV-Dive and smaller-training-set variants) and the rendered twin
 that ``aqakit synth diving`` writes in the same layout. Frames come from
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from aqakit import video
+from aqakit.media import video
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
 from aqakit_diving import release
@@ -31,7 +31,7 @@ class MTLAQA(Dataset):
     frames spread evenly from start_frame to end_frame. ``jitter``: train-time shift of the window end
     by up to +-jitter frames. ``short``: when a window reaches outside the video, ``pad`` repeats the
     edge frames (with a warning) and ``refuse`` raises. ``allow_overlap`` permits train and test lists
-    that share keys (QUIRKS 13: that leaks test data; refused by default).
+    that share keys (docs/models.md paper-code quirk 13: that leaks test data; refused by default).
     """
 
     provides = (*LABEL_KEYS, "caption", "judge_scores")  # narrowed per instance to what the files hold
@@ -62,7 +62,7 @@ class MTLAQA(Dataset):
                 self.invalid[key] = bad
         caption_path = ann_dir / release.CAPTIONS
         self.captions = release.load_captions(ann_dir, check=False) if caption_path.exists() else None
-        # the seven judges' marks: in the rendered data, not in the real release (FORMAT.md)
+        # the seven judges' marks: in the rendered data, not in the real release (docs/datasets/mtl_aqa.md)
         self.has_judges = any("judge_scores" in a for a in self.annotations.values())
         self.provides = (*LABEL_KEYS, *(("caption",) if self.captions is not None else ()),
                          *(("judge_scores",) if self.has_judges else ()))
@@ -93,7 +93,7 @@ class MTLAQA(Dataset):
         if shared and not allow_overlap:
             raise AqakitError(
                 f"{self.list_paths['train'].name} and {self.list_paths['test'].name} share {len(shared)} keys: "
-                "test data would leak into training (QUIRKS 13); pass allow_overlap=true to use them anyway")
+                "test data would leak into training (docs/models.md, paper-code quirk 13); pass allow_overlap=true to use them anyway")
         if self.captions is not None and (ann_dir / release.VOCAB).exists():
             vocab = release.load_vocab(ann_dir)["word_to_ix"]
             listed = self.lists["train"] + self.lists["test"]

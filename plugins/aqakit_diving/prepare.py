@@ -25,8 +25,8 @@ import av
 import numpy as np
 import torch
 
-from aqakit import locking, video
-from aqakit.cache import build_once, lock_file
+from aqakit.media import locking, video
+from aqakit.media.cache import build_once, lock_file
 from aqakit.errors import AqakitError
 from aqakit_diving import release
 from aqakit_diving.release import Key

@@ -14,8 +14,9 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from aqakit import safe_pickle
+from aqakit.media import safe_pickle
 from aqakit.errors import AqakitError
+from aqakit_diving.divecode import CLASS_NAMES, DIVE_CODE_FIELDS, NUM_CLASSES
 
 Key = tuple[int, int]
 
@@ -25,16 +26,6 @@ VOCAB = "vocab.json"
 FRAMES_DIR = "whole_videos_frames"
 VIDEOS_DIR = "whole_videos"
 
-# The five dive-code fields and their class counts / names (FORMAT.md).
-DIVE_CODE_FIELDS: tuple[str, ...] = ("position", "armstand", "rotation_type", "ss_no", "tw_no")
-NUM_CLASSES: dict[str, int] = {"position": 3, "armstand": 2, "rotation_type": 4, "ss_no": 10, "tw_no": 8}
-CLASS_NAMES: dict[str, list[str]] = {
-    "position": ["free", "pike", "tuck"],
-    "armstand": ["no", "yes"],
-    "rotation_type": ["backward", "forward", "inward", "reverse"],
-    "ss_no": [f"{n / 2:g} somersaults" for n in range(10)],
-    "tw_no": [f"{n / 2:g} twists" for n in range(8)],
-}
 ANNOTATION_FIELDS: tuple[str, ...] = ("primary_view", "start_frame", "end_frame", *DIVE_CODE_FIELDS,
                                       "difficulty", "final_score")
 # The fields the reader uses, checked per sample (primary_view is unused, so never checked).

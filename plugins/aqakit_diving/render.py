@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
+from aqakit.media.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
                              smoothstep, torch_threads)
 
 VIEW_M = 5.0                      # metres across the frame at zoom 1

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from aqakit.errors import AqakitError
-from aqakit.render2d import check_render_args, encode_jpeg, torch_threads
+from aqakit.media.render2d import check_render_args, encode_jpeg, torch_threads
 
 from . import release, render
 from .release import Key

@@ -65,4 +65,9 @@ def register_datasets(register):
 def register_commands(cli):
     from aqakit_features.commands import features_group
 
-    cli.add_command(features_group)
+    host = cli.commands.get("features")  # aqakit's own CLI has the group; a host CLI may not
+    if host is None:
+        cli.add_command(features_group)
+        return
+    for name, command in features_group.commands.items():
+        host.add_command(command, name)

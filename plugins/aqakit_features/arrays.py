@@ -12,7 +12,7 @@ from typing import IO
 
 import numpy as np
 
-from aqakit.checkpoint import atomic_write_bytes
+from aqakit.media.checkpoint import atomic_write_bytes
 from aqakit.errors import AqakitError
 
 SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".safetensors")

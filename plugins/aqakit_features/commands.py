@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aqakit.checkpoint import to_json
+from aqakit.media.checkpoint import to_json
 from aqakit.errors import AqakitError
 
 

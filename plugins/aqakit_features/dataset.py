@@ -283,7 +283,7 @@ class FeatureTable(Dataset):
         if length is None or steps == length:
             return x
         if self.temporal == "resample":  # spread evenly, as aqakit predict spreads frames over a window
-            from aqakit.predict import resample
+            from aqakit.tools.predict import resample
 
             return x[[n - 1 for n in resample(1, steps, length)]]
         if steps > length:

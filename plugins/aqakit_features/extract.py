@@ -23,10 +23,10 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 import aqakit
-from aqakit import checkpoint, locking
+from aqakit.media import checkpoint, locking
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
-from aqakit.model import AQAModel
+from aqakit.engine.model import AQAModel
 from aqakit.plugins import Plugins
 from aqakit.recipe import Recipe
 from aqakit_features.arrays import write_array
@@ -53,8 +53,8 @@ def load_source(source: str, plugins: Plugins, overrides: list[str]) -> Source:
     """A run folder, checkpoint or exported model (trained weights), or a recipe (its model as built with its
     seed: random init, or its backbone's pretrained ``weights``); ``overrides`` apply to its recipe."""
     from aqakit.api import local_source
-    from aqakit.loading import load_model
-    from aqakit.probe_features import file_digest, random_init_model
+    from aqakit.engine.loading import load_model
+    from aqakit.tools.probe.features import file_digest, random_init_model
     from aqakit.recipe import load_recipe
 
     path = Path(source).expanduser()
@@ -91,7 +91,7 @@ class Window(TorchDataset):
         return len(self.inner)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from aqakit.predict import resample
+        from aqakit.tools.predict import resample
 
         sample = self.inner[i]
         out = {k: v for k, v in sample.items() if k in ("video", "features")}
@@ -128,7 +128,7 @@ def plain(value: Any) -> Any:
 @torch.no_grad()
 def features_of(model: AQAModel, batch: dict[str, Any], level: str) -> torch.Tensor:
     """``B x N x D`` per-clip backbone features, or ``B x D`` video representations (``level="video"``)."""
-    from aqakit.data import to_device
+    from aqakit.engine.data import to_device
 
     x = to_device(batch, model.mean.device)[model.input_key]
     clips = model.clip_features(x)
@@ -177,7 +177,7 @@ def extract(source_text: str, dataset_name: str, dataset_args: list[str], out: s
             level: Literal["clips", "video"] = "clips", overrides: list[str] | tuple[str, ...] = (),
             batch_size: int = 8, workers: int = 0) -> dict[str, Any]:
     """Extract every sample of every split of a dataset into ``out``; returns counts (written / skipped)."""
-    from aqakit.data import Prepared, video_transform
+    from aqakit.engine.data import Prepared, video_transform
 
     overrides = list(overrides)
     source = load_source(source_text, plugins, overrides)

@@ -10,7 +10,7 @@
 
 ``fisv`` and ``rg`` write only the table: its ``path`` column points at the release's files (relative to
 ``--out``), nothing is copied. ``logo`` writes one ``.npy`` per key, since aqakit never trains from a pickle.
-Pickles are read by :mod:`aqakit.safe_pickle`'s restricted unpickler (builtins, numpy scalars and arrays), here
+Pickles are read by :mod:`aqakit.media.safe_pickle`'s restricted unpickler (builtins, numpy scalars and arrays), here
 also allowing torch tensors (their storage read with ``torch.load(weights_only=True)``): no code runs from the file.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
-from aqakit.safe_pickle import RestrictedUnpickler
+from aqakit.media.safe_pickle import RestrictedUnpickler
 from aqakit_features.arrays import write_array
 from aqakit_features.dataset import TABLE
 from aqakit_features.extract import FOLDER, file_names

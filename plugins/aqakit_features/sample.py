@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aqakit import checkpoint
-from aqakit.cache import build_once, cache_dir
+from aqakit.media import checkpoint
+from aqakit.media.cache import build_once, cache_dir
 from aqakit_features.arrays import write_array
 from aqakit_features.dataset import TABLE
 

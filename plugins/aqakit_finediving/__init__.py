@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 import aqakit
-from aqakit.cache import build_once, cache_dir
+from aqakit.media.cache import build_once, cache_dir
 from aqakit_finediving import release
 from aqakit_finediving.dataset import FineDiving
 from aqakit_finediving.steps import StepsHead
@@ -52,8 +52,8 @@ def register_commands(cli):
                   help="Shortest dive in frames (dives are up to 8 frames longer).")
     def synth_finediving(out, n, events, seed, size, frames):
         """Write a small made-up set in FineDiving's release layout (frames and the annotation pickles)."""
-        from aqakit.cache import build_new
-        from aqakit.checkpoint import to_json
+        from aqakit.media.cache import build_new
+        from aqakit.media.checkpoint import to_json
         from aqakit_finediving.sample import write_sample
 
         out_path = Path(out)  # written beside it under a lock, renamed into place when complete

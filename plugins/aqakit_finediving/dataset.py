@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aqakit import video
+from aqakit.media import video
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
 from aqakit_finediving import release

@@ -1,5 +1,5 @@
 """The FineDiving release format (Xu et al., CVPR 2022; see docs/datasets/finediving.md): file names,
-keys, and every annotation pickle read through ``aqakit.safe_pickle`` and checked field by field.
+keys, and every annotation pickle read through ``aqakit.media.safe_pickle`` and checked field by field.
 
 ``ROOT/<event>/<index>/<frame number, 5 digits>.jpg`` holds the frames of one dive;
 ``ROOT/Annotations/`` (or another folder) the pickles:
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from aqakit import safe_pickle
+from aqakit.media import safe_pickle
 from aqakit.errors import AqakitError
 
 Key = tuple[str, int]

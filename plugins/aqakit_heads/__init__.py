@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import aqakit
-from aqakit import metrics
+from aqakit.engine import metrics
 from aqakit.interfaces import Batch, Representation, TaskHead
 
 

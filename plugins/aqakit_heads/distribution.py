@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aqakit import metrics
+from aqakit.engine import metrics
 from aqakit.interfaces import Batch, Representation, TaskHead
 
 

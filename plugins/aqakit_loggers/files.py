@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.interfaces import Logger, RunInfo
 
 METRICS_JSONL = "metrics.jsonl"

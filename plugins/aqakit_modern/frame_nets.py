@@ -11,7 +11,7 @@ import torch
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
-from aqakit.weights import (
+from aqakit.media.weights import (
     SourceNotFound,
     WeightReport,
     load_weights,
@@ -30,7 +30,7 @@ class TSN(Backbone):
     ``model`` is any timm name, with or without a pretrained tag (e.g. ``resnet18``, ``resnet18.a1_in1k``,
     ``convnext_atto``). ``pretrained: true`` loads timm's own weights for it from the Hugging Face Hub
     (its local cache first; ``HF_HUB_OFFLINE`` honoured); ``weights`` loads a timm state dict
-    (``.pth``/``.safetensors``) from any ``aqakit.weights`` source. ``frame_size`` defaults to the
+    (``.pth``/``.safetensors``) from any ``aqakit.media.weights`` source. ``frame_size`` defaults to the
     model's pretraining input size; ``model_kwargs`` go to ``timm.create_model`` (e.g.
     ``{img_size: 112}`` for ViTs).
     """

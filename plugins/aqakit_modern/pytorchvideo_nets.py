@@ -4,7 +4,7 @@ Each is the pytorchvideo model-zoo architecture (``pytorchvideo.models`` builder
 ``pytorchvideo.transforms``) with the classification head removed: global average pooling gives one
 ``B x D`` vector per clip. ``width`` scales the channels and ``blocks`` caps the residual blocks per
 stage, so the same code runs tiny on a CPU; at the defaults the tensors match the model-zoo
-checkpoints, which ``weights`` loads from any ``aqakit.weights`` source (a path, an https:// URL such as
+checkpoints, which ``weights`` loads from any ``aqakit.media.weights`` source (a path, an https:// URL such as
 the model zoo's own, ``hf://``; ``#sha256=`` pins it).
 """
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
-from aqakit.weights import WeightReport, load_weights
+from aqakit.media.weights import WeightReport, load_weights
 
 # pytorchvideo's Kinetics pretraining normalisation (0..1 scale)
 KINETICS_MEAN = (0.45, 0.45, 0.45)

@@ -1,8 +1,8 @@
-"""Re-export of the core weight loader (``aqakit.weights``), where ``load_weights`` used to live."""
+"""Re-export of the core weight loader (``aqakit.media.weights``), where ``load_weights`` used to live."""
 
 from __future__ import annotations
 
-from aqakit.weights import (
+from aqakit.media.weights import (
     PREFIXES,
     WRAPPER_KEYS,
     WeightReport,

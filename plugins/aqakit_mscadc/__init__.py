@@ -6,7 +6,7 @@ head with a context net of dilated convs over that map. Components:
 * backbone ``mscadc`` (:class:`~aqakit_mscadc.backbone.MSCADC`, output ``map``);
 * aggregator ``map``: averages clip maps (MSCADC has one clip) into ``pooled`` ``B x D x t x h x w``;
 * heads ``mscadc_score`` and ``mscadc_dive_code`` (:mod:`aqakit_mscadc.heads`), and ``mscadc_caption``
-  (:mod:`aqakit_mscadc.caption`) when the ``aqakit_caption`` plugin can be imported.
+  (:mod:`aqakit_mscadc.caption`, built on the ``aqakit_caption`` head).
 
 Defaults are aqakit's; the authors' released networks are arguments (``conv5b_padding: 1``,
 ``frame_step: 6.5``; heads ``widths: [24, 24, 48, 96, 96]``, ``context_padding: replicate``,
@@ -16,7 +16,6 @@ Defaults are aqakit's; the authors' released networks are arguments (``conv5b_pa
 
 from __future__ import annotations
 
-import importlib.util
 
 import torch
 
@@ -25,11 +24,7 @@ from aqakit.errors import AqakitError
 from aqakit.interfaces import Aggregator, Representation
 from aqakit_mscadc.backbone import MSCADC, ConvBNReLU, even_indices, stepped_indices
 from aqakit_mscadc.heads import ContextNet, MapBody, MSCADCDiveCodeHead, MSCADCScoreHead
-
-if importlib.util.find_spec("aqakit_caption") is not None:
-    from aqakit_mscadc.caption import MSCADCCaptionHead
-else:  # the caption plugin is not installed: no mscadc_caption head
-    MSCADCCaptionHead = None
+from aqakit_mscadc.caption import MSCADCCaptionHead  # aqakit_caption ships in the same distribution
 
 __all__ = ["MSCADC", "ConvBNReLU", "ContextNet", "MapAggregator", "MapBody", "MSCADCCaptionHead",
            "MSCADCDiveCodeHead", "MSCADCScoreHead", "even_indices", "stepped_indices"]
@@ -71,5 +66,4 @@ def register_aggregators(register):
 def register_heads(register):
     register("mscadc_score", MSCADCScoreHead)
     register("mscadc_dive_code", MSCADCDiveCodeHead)
-    if MSCADCCaptionHead is not None:
-        register("mscadc_caption", MSCADCCaptionHead)
+    register("mscadc_caption", MSCADCCaptionHead)

@@ -16,7 +16,7 @@ from torch import nn
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Backbone, BackboneSpec
-from aqakit.weights import WeightReport, load_weights
+from aqakit.media.weights import WeightReport, load_weights
 
 # (name, out channels at width 1, dilation); every conv is 3x3x3 with padding = dilation + BN + ReLU
 CONVS: tuple[tuple[str, int, int], ...] = (
@@ -84,9 +84,9 @@ class MSCADC(Backbone):
     Takes the whole sample window (``clip_len=None``) and samples ``frames`` evenly spaced frames from it
     itself. ``width`` scales channels (1 = paper: 32..256); ``frame_size`` is the input size (paper 180).
     ``weights``: the authors' ``C3D_small_PyTorch_Trained_12.pth`` (or a state dict with aqakit's names),
-    any ``aqakit.weights`` source; it fits ``width: 1`` only.
+    any ``aqakit.media.weights`` source; it fits ``width: 1`` only.
     The paper resizes frames to 640 x 360 and crops 180 x 180: set the recipe's ``data.resize: [360, 640]``
-    (train and test alike; the reference code's test loader drops that resize, QUIRKS 2). ImageNet
+    (train and test alike; the reference code's test loader drops that resize, docs/models.md paper-code quirk 2). ImageNet
     normalisation, as the paper's code. ``conv5b_padding``: 2 keeps the map's size (aqakit's default),
     1 is the released code's (``models/MSCADC/body.py`` line 46), shrinking the map by 2 per dimension
     (2 x 20 x 20 at paper size). ``frame_step``: ``None`` samples ``linspace(0, T-1, frames)``; a number

@@ -21,7 +21,7 @@ from torch import nn
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Representation
-from aqakit_diving.release import CLASS_NAMES, NUM_CLASSES
+from aqakit_diving.divecode import CLASS_NAMES, NUM_CLASSES
 from aqakit_heads import ClassifyHead, ScoreHead
 from aqakit_mscadc.backbone import ConvBNReLU
 

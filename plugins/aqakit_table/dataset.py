@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from aqakit import video
+from aqakit.media import video
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
 from aqakit_table import table as tbl
@@ -236,7 +236,7 @@ class VideoTable(Dataset):
         return first, last
 
     def load(self, row: Row, augment: bool) -> torch.Tensor:
-        from aqakit.predict import resample  # the frames aqakit predict reads from a new video
+        from aqakit.tools.predict import resample  # the frames aqakit predict reads from a new video
 
         path = self.source(row)
         info = video.video_info(path)

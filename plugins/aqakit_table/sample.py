@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from aqakit import video
-from aqakit.cache import build_once, cache_dir
+from aqakit.media import video
+from aqakit.media.cache import build_once, cache_dir
 
 SAMPLE_VERSION = 1  # bump when the sample's content changes, so cached copies are rewritten
 COLUMNS = ("path", "score", "technique", "caption", "group")

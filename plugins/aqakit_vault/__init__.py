@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 import aqakit
-from aqakit.cache import build_once, cache_dir
+from aqakit.media.cache import build_once, cache_dir
 from aqakit_vault.aqa7 import AQA7, COMPETITIONS_FILE
 
 RENDER_VERSION = 1  # bump when the renderer's output changes, so cached datasets are re-rendered
@@ -71,8 +71,8 @@ def register_commands(cli):
                   help="Competitions, each with its own camera, arena, level and judges.")
     def synth_vault(out, n, seed, size, frames, competitions):
         """Render gymnastic vaults with known ground truth in the AQA-7 layout (gym_vault only)."""
-        from aqakit.cache import build_new
-        from aqakit.checkpoint import to_json
+        from aqakit.media.cache import build_new
+        from aqakit.media.checkpoint import to_json
         from aqakit_vault.synth import synthesize
 
         out_path = Path(out)  # rendered beside it under a lock, renamed into place when complete

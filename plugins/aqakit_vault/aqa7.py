@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from aqakit import video
+from aqakit.media import video
 from aqakit.errors import AqakitError, suggest
 from aqakit.interfaces import Dataset
-from aqakit.metrics import fisher_z_mean, spearman
+from aqakit.engine.metrics import fisher_z_mean, spearman
 
 CLASSES: tuple[str, ...] = ("diving", "gym_vault", "ski_big_air", "snowboard_big_air", "sync_diving_3m",
                             "sync_diving_10m", "trampoline")

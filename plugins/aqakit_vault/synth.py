@@ -54,7 +54,7 @@ import numpy as np
 import scipy.io
 
 from aqakit.errors import AqakitError
-from aqakit.render2d import check_render_args, encode_jpeg
+from aqakit.media.render2d import check_render_args, encode_jpeg
 
 from . import aqa7, render
 

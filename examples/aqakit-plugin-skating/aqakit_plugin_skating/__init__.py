@@ -23,7 +23,9 @@ def register_heads(register):
 
 @aqakit.hookimpl
 def register_commands(cli):
-    @cli.commands["synth"].command("skating")
+    from aqakit.cli import synth_commands
+
+    @synth_commands(cli).command("skating")
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (must not exist).")
     @click.option("--n", default=120, show_default=True, help="Number of jumps.")
     @click.option("--seed", default=0, show_default=True)

@@ -16,7 +16,7 @@ import torch
 
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
-from aqakit.video import read_frames
+from aqakit.media.video import read_frames
 from aqakit_plugin_skating.protocol import base_value, element_score, panel_goe, parse_element
 from aqakit_plugin_skating.render import ensure_sample
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aqakit import metrics
+from aqakit.engine import metrics
 from aqakit.interfaces import Batch, Representation, TaskHead
 from aqakit_plugin_skating.protocol import (BASE_VALUES, GOE_STEP, JUMPS, MAX_ROTATIONS, UNDER_ROTATED_FACTOR,
                                             element_code)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.cache import build_once, cache_dir
-from aqakit.video import write_video
+from aqakit.media.cache import build_once, cache_dir
+from aqakit.media.video import write_video
 from aqakit_plugin_skating.protocol import JUMPS, MAX_ROTATIONS, TOE_JUMPS, element_code
 
 RENDER_VERSION = 3

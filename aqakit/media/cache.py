@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from aqakit import locking
+from aqakit.media import locking
 from aqakit.errors import AqakitError
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
 
 CURVES_PNG = "curves.png"
@@ -115,7 +115,7 @@ def _img(png: bytes | str, alt: str) -> str:
 
 def scatter_figure(pred: torch.Tensor, target: torch.Tensor, title: str):
     """Predicted vs judged as a matplotlib figure (the PNG the loggers get)."""
-    from aqakit.metrics import spearman
+    from aqakit.engine.metrics import spearman
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -133,7 +133,7 @@ def scatter_svg(pred: torch.Tensor, target: torch.Tensor, ids: list[str], title:
     """Predicted vs judged as inline SVG: each point's ``<title>`` (a tooltip) names its sample."""
     from matplotlib.ticker import MaxNLocator
 
-    from aqakit.metrics import spearman
+    from aqakit.engine.metrics import spearman
 
     points = [(float(t), float(p), i) for t, p, i in zip(target.tolist(), pred.tolist(), ids)
               if math.isfinite(t) and math.isfinite(p)]
@@ -281,7 +281,7 @@ class _TestSplit:
         if not self._tried:
             self._tried = True
             try:
-                from aqakit.data import build_dataset
+                from aqakit.engine.data import build_dataset
 
                 self.dataset = build_dataset(self.recipe, self.plugins.registry)
             except Exception as exc:  # optional: the report stands without the dataset
@@ -321,7 +321,7 @@ class _TestSplit:
 
 
 def _prediction_sections(run: Path, path: Path, plugins: Any, images: dict[str, bytes] | None) -> list[str]:
-    from aqakit.loading import load_model
+    from aqakit.engine.loading import load_model
 
     preds = torch.load(path, map_location="cpu", weights_only=True)
     loaded = load_model(run / "checkpoints" / "best.pt", plugins, device="cpu")  # refuses unregistered code first
@@ -342,14 +342,14 @@ def _prediction_sections(run: Path, path: Path, plugins: Any, images: dict[str, 
         fields = [k[len("pred_"):] for k, v in collected.items()  # classification fields (not e.g. pred_execution)
                   if k.startswith("pred_") and not v.is_floating_point() and f"target_{k[len('pred_'):]}" in collected]
         if fields:
-            names = getattr(head, "class_names", {}) or {}
+            names = head.class_names or {}
             pngs = {f: _png_bytes(confusion_figure(collected[f"pred_{f}"], collected[f"target_{f}"], names.get(f), f))
                     for f in fields}
             if images is not None:
                 images.update({f"{head_id}_{f}": png for f, png in pngs.items()})
             out.append(f"<h2>{html.escape(head_id)}: confusion matrices (test)</h2>"
                        + "".join(_img(png, f) for f, png in pngs.items()))
-        if {"generated", "reference"} <= collected.keys() and hasattr(head, "decode_rows"):
+        if {"generated", "reference"} <= collected.keys():
             out.append(_commentary_table(head_id, head, collected, index, test))
     note = test.note()
     return out + ([note] if note else [])

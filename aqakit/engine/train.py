@@ -8,7 +8,6 @@ from its last completed epoch and ends exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from contextlib import ExitStack, nullcontext
@@ -16,26 +15,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import aqakit
-from aqakit import checkpoint, distributed, finetune, follow, locking, throughput
-from aqakit.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record, make_loader,
+from aqakit.media import checkpoint, locking
+from aqakit.engine import distributed, finetune, follow, throughput
+from aqakit.engine.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record, make_loader,
                          next_epoch, resolve_splits, to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
-from aqakit.evaluate import autocast, evaluate, recompute_batchnorm, resolve_amp
+from aqakit.engine.evaluate import evaluate
+from aqakit.engine.runtime import autocast, pick_device, recompute_batchnorm, resolve_amp, seed_everything
 from aqakit.interfaces import RunInfo
-from aqakit.model import AQAModel, build_model
+from aqakit.engine.model import AQAModel, build_model
 from aqakit.plugins import Plugins
-from aqakit.recipe import Recipe, dump_yaml
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from aqakit.recipe import Recipe, dump_yaml, from_dict
 
 
 def accumulation_group(step: int, accum: int, steps: int) -> int:
@@ -44,14 +38,6 @@ def accumulation_group(step: int, accum: int, steps: int) -> int:
     Each batch's loss is divided by this, so every optimizer step sees the mean over its own batches.
     """
     return min(accum, steps - step // accum * accum)
-
-
-def pick_device(choice: str, dist: distributed.DistInfo | None = None) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise AqakitError("recipe field 'train.device': cuda requested but no CUDA device is available")
-        return torch.device("cuda", dist.local_rank if dist else 0)
-    return torch.device("cpu")
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -380,7 +366,7 @@ def _start_following(recipe: Recipe, loggers: follow.LoggerSet, dist: distribute
 
 def _write_report(run: Path, plugins: Plugins, loggers: follow.LoggerSet, epochs: int) -> None:
     """report.html and curves.png, their figures to the loggers; a failure here is a warning: the run is done."""
-    from aqakit.report import write_report
+    from aqakit.engine.report import write_report
 
     try:
         images: dict[str, bytes] = {}
@@ -524,6 +510,10 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
         train_fields = {k: v for k, v in (data.get("train") or {}).items() if k not in LOGGING_FIELDS}
         return {**data, "train": train_fields}
 
+    try:  # a run saved before a field existed stored no value for it: compare with its default
+        stored = from_dict(stored).to_dict()
+    except AqakitError:
+        pass  # compared as stored: the first difference is named below
     field = diff(without_logging(recipe.to_dict()), without_logging(stored), "")
     if field:
         raise AqakitError(f"recipe field '{field}' differs from the run being resumed ({path}); "

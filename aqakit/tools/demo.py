@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from aqakit import video
-from aqakit.checkpoint import to_json
+from aqakit.media import video
+from aqakit.media.checkpoint import to_json
 from aqakit.errors import AqakitError
-from aqakit.predict import resample
-from aqakit.report import frame_strip
+from aqakit.tools.predict import resample
+from aqakit.engine.report import frame_strip
 
 DEFAULT_PORT = 7860
 MAX_UPLOAD_MB = 500
@@ -55,7 +55,7 @@ class Demo:
     @property
     def wants_difficulty(self) -> bool:
         """True when a head scores with the degree of difficulty (DD-aware heads describe the execution)."""
-        return any("difficulty" in getattr(head, "requires", ()) for head in self.model.module.heads.values())
+        return any("difficulty" in head.requires for head in self.model.module.heads.values())
 
     def page(self) -> str:
         """The HTML page: upload form, optional window and difficulty, the result area."""

@@ -10,15 +10,17 @@ machine that never had the pretrained file.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
-from aqakit.model import AQAModel, build_model
+from aqakit.engine.model import AQAModel, build_model
 from aqakit.plugins import Plugins
 from aqakit.recipe import Recipe, apply_overrides, validate
 
@@ -26,6 +28,8 @@ from aqakit.recipe import Recipe, apply_overrides, validate
 WEIGHT_SOURCE_ARGS = ("weights", "pretrained")
 EXPORT_FORMAT = "aqakit.export/1"
 EXPORT_FILES = ("model.safetensors", "aqakit.json", "recipe.yaml")
+HEAD_STATE_PREFIX = "head_state/"
+TENSOR_MARK = "__tensor__"
 
 
 @dataclass
@@ -91,8 +95,6 @@ def read_source(source: str | Path) -> tuple[Path, dict[str, Any], dict[str, tor
     """(path, records, model state dict) of a run folder, checkpoint or exported folder."""
     path = find_checkpoint(Path(source).expanduser())
     if path.is_dir():
-        from aqakit.export import read_export
-
         return (path, *read_export(path))
     state = checkpoint.load(path)
     if not isinstance(state.get("model"), dict):
@@ -106,7 +108,7 @@ def read_source(source: str | Path) -> tuple[Path, dict[str, Any], dict[str, tor
 def load_model(source: str | Path, plugins: Plugins, overrides: list[str] | tuple[str, ...] = (), *,
                device: str | None = None) -> LoadedModel:
     """Rebuild the trained model of a run folder, checkpoint or exported folder, in eval mode."""
-    from aqakit.train import pick_device
+    from aqakit.engine.runtime import pick_device
 
     path, state, model_state = read_source(source)
     if isinstance(state.get("recipe"), dict):
@@ -126,3 +128,48 @@ def load_model(source: str | Path, plugins: Plugins, overrides: list[str] | tupl
         model.use_channels_last()
     frames = int((state.get("input") or {}).get("frames") or 0) or None
     return LoadedModel(model, recipe, path, frames, target, state)
+
+
+def read_export(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(records with ``recipe`` and ``head_state``, model state dict) of an exported folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    missing = [name for name in EXPORT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise AqakitError(f"{folder} is not a complete aqakit export: missing {', '.join(missing)}")
+    record = read_json(folder / "aqakit.json")
+    if record.get("format") != EXPORT_FORMAT:
+        raise AqakitError(f"{folder / 'aqakit.json'}: not an aqakit export (no '{EXPORT_FORMAT}' format marker)")
+    try:
+        tensors = load_file(str(folder / "model.safetensors"), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AqakitError(f"{folder / 'model.safetensors'} is not a readable safetensors file ({exc})") from None
+    try:
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise AqakitError(f"{folder / 'recipe.yaml'}: not valid YAML ({type(exc).__name__})") from None
+    model_state = {k: v for k, v in tensors.items() if not k.startswith(HEAD_STATE_PREFIX)}
+    record["head_state"] = _join_tensors(record.get("head_state") or {}, tensors)
+    record["recipe"] = recipe
+    return record, model_state
+
+
+def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {TENSOR_MARK}:
+            key = obj[TENSOR_MARK]
+            if key not in tensors:
+                raise AqakitError(f"exported model: aqakit.json refers to tensor '{key}', missing in model.safetensors")
+            return tensors[key]
+        return {k: _join_tensors(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}

@@ -16,12 +16,12 @@ from torch.utils.data import (DataLoader, DistributedSampler, RandomSampler, Sam
                               get_worker_info)
 from torch.utils.data import Dataset as TorchDataset
 
-from aqakit.distributed import DistInfo
+from aqakit.engine.distributed import DistInfo
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset, ExemplarSpec
 from aqakit.recipe import Recipe
 from aqakit.registry import Registry
-from aqakit.video import VideoTransform
+from aqakit.media.video import VideoTransform
 
 
 @dataclass
@@ -137,7 +137,7 @@ def check_keys(recipe: Recipe, heads: dict[str, Any], dataset: Dataset) -> None:
                 f"recipe field 'model.heads.{head_id}': head '{cfg.name}' needs {', '.join(map(repr, missing))} "
                 f"that dataset '{recipe.data.dataset.name}' does not provide ({', '.join(sorted(provides))})"
             )
-        spec = getattr(head, "exemplars", None)
+        spec = head.exemplars
         missing = [k for k in (*spec.match, *spec.labels) if k not in provides] if spec is not None else []
         if missing:
             raise AqakitError(
@@ -173,14 +173,14 @@ def check_class_labels(recipe: Recipe, heads: dict[str, Any], dataset: Dataset) 
     """Every integer label of a classification head's fields (a head with ``fields``: field -> class count)
     must be a class id it can represent, in every split, before the first step. Reads ``labels(split)``
     only where the dataset implements it (the default would decode every video)."""
-    fields = {h: f for h, head in heads.items() if isinstance(f := getattr(head, "fields", None), dict) and f}
+    fields = {h: head.fields for h, head in heads.items() if head.fields}
     labels_of = getattr(type(dataset), "labels", None)
     if not fields or labels_of is None or labels_of is Dataset.labels:
         return
     for split in dataset.splits():
         for i, row in enumerate(dataset.labels(split)):
             for head_id, counts in fields.items():
-                names = getattr(heads[head_id], "class_names", None) or {}
+                names = heads[head_id].class_names or {}
                 for name, count in counts.items():
                     problem = class_label_problem(row.get(name), int(count or 0), names.get(name))
                     if problem:
@@ -259,7 +259,7 @@ def input_record(sample: dict[str, Any], spec: Any) -> dict[str, Any]:
     """What a model was trained on, from one training sample (stored in checkpoints as ``input``):
     ``{"frames": T}`` of a video window, or ``{"features": [T, D]}`` of pre-extracted features.
     A sample that does not carry what the backbone reads (``spec.input``) is a one-line error."""
-    wanted = getattr(spec, "input", "video")
+    wanted = spec.input
     if wanted not in sample:
         has = "pre-extracted 'features'" if "features" in sample else "a 'video'"
         fix = "a video backbone" if "features" in sample else "backbone 'precomputed' with dataset 'features'"
@@ -272,7 +272,7 @@ def input_record(sample: dict[str, Any], spec: Any) -> dict[str, Any]:
 
 def exemplar_spec(heads: dict[str, Any]) -> ExemplarSpec | None:
     """The one :class:`ExemplarSpec` the model's heads ask for (heads asking differently is an error)."""
-    specs = {h: s for h, head in heads.items() if (s := getattr(head, "exemplars", None)) is not None}
+    specs = {h: head.exemplars for h, head in heads.items() if head.exemplars is not None}
     if len(set(specs.values())) > 1:
         raise AqakitError(f"recipe field 'model.heads': heads {', '.join(specs)} ask for different exemplars "
                           "(count, eval_count, match, labels); give them the same settings")

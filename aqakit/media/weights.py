@@ -3,7 +3,7 @@
 ``resolve(source)`` turns what a user wrote into a local file:
 
 - a path (``~`` expanded) or a ``file://`` URL;
-- an ``https://`` (or ``http://``) URL, downloaded once into ``aqakit.cache.cache_dir()/weights/``
+- an ``https://`` (or ``http://``) URL, downloaded once into ``aqakit.media.cache.cache_dir()/weights/``
   (temp file + rename, a tqdm bar on a terminal) and read from there afterwards without any request;
 - ``hf://owner/repo/path/in/repo[@revision]``, through ``huggingface_hub.hf_hub_download`` (its cache,
   ``HF_HUB_CACHE`` / ``HF_HOME`` and ``HF_HUB_OFFLINE`` honoured).
@@ -115,7 +115,7 @@ def _check_pin(path: Path, pin: str | None, source: str, name: str) -> None:
 
 def download_path(url: str) -> Path:
     """Where ``url`` is cached: ``cache_dir()/weights/<16 hex of the URL's sha256>/<its file name>``."""
-    from aqakit.cache import cache_dir
+    from aqakit.media.cache import cache_dir
 
     leaf = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "download"
     return cache_dir() / "weights" / hashlib.sha256(url.encode()).hexdigest()[:16] / leaf
@@ -126,7 +126,7 @@ def _download(url: str, pin: str | None, source: str, name: str) -> Path:
     target = download_path(url)
     if target.is_file() and (pin is None or sha256_of(target) == pin):
         return target
-    from aqakit.checkpoint import atomic_write_bytes
+    from aqakit.media.checkpoint import atomic_write_bytes
 
     try:
         with _open_url(url, source, name) as response:

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from aqakit import video
-from aqakit.data import video_transform
-from aqakit.errors import AqakitError
-from aqakit.evaluate import autocast, resolve_amp
-from aqakit.loading import LoadedModel, load_model
-from aqakit.model import AQAModel
+from aqakit.media import video
+from aqakit.engine.data import video_transform
+from aqakit.errors import AqakitError, blame
+from aqakit.engine.runtime import autocast, resolve_amp
+from aqakit.engine.loading import LoadedModel, load_model
+from aqakit.engine.model import AQAModel
 from aqakit.plugins import Plugins
 from aqakit.recipe import Recipe
 
@@ -81,7 +81,10 @@ class Predictor:
         device = self.loaded.device
         with torch.no_grad(), autocast(device, resolve_amp(self.recipe.train.amp, device)):
             outputs = self.model({"video": clip.unsqueeze(0).to(device)})
-            result = {head_id: head.describe(outputs[head_id])[0] for head_id, head in self.model.heads.items()}
+            result = {}
+            for head_id, head in self.model.heads.items():
+                with blame(self.model.labels[head_id], "describe"):
+                    result[head_id] = head.describe(outputs[head_id])[0]
         done = time.perf_counter()
         return {**result, "seconds": {"decode": round(decoded - t0, 3), "model": round(done - decoded, 3),
                                       "total": round(done - t0, 3)}}
@@ -89,7 +92,7 @@ class Predictor:
 
 def load_predictor(source: str | Path, plugins: Plugins, overrides: list[str] | tuple[str, ...] = (),
                    device: str | None = None) -> Predictor:
-    """A Predictor for a run folder, checkpoint or exported folder (see aqakit.loading)."""
+    """A Predictor for a run folder, checkpoint or exported folder (see aqakit.engine.loading)."""
     predictor = Predictor(load_model(source, plugins, overrides, device=device))
     predictor.frames  # noqa: B018 - fail now, not on the first input, when the window is unknown
     return predictor

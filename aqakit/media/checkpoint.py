@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from aqakit.errors import AqakitError, os_error
-from aqakit.locking import file_mode
+from aqakit.media.locking import file_mode
 
 FORMAT = "aqakit.checkpoint/1"
 MODEL_KEYS = ("recipe", "model")  # what every command that rebuilds the model reads
@@ -102,12 +100,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def save(path: Path, state: dict[str, Any], previous: Path | None = None) -> None:
     """Write a checkpoint atomically; with ``previous``, keep the one it replaces there."""
+    import torch  # here, not at the top: the CLI imports this module's JSON helpers and starts without torch
+
     atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, **state}, f), previous)
 
 
 def load(path: str | Path, require: Sequence[str] = MODEL_KEYS) -> dict[str, Any]:
     """Load an aqakit checkpoint safely (weights only) that holds the keys ``require``; anything else
     is a one-line AqakitError naming the file."""
+    import torch
     path = Path(path)
     if not path.is_file():
         raise AqakitError(f"checkpoint not found: {path}")

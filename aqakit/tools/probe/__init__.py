@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
-from aqakit.metrics import fisher_z_mean, spearman
+from aqakit.engine.metrics import fisher_z_mean, spearman
 from aqakit.plugins import Plugins
-from aqakit.probe_features import (Features, ProbeModel, load_checkpoint_model, random_init_model, split_features,
+from aqakit.tools.probe.features import (Features, ProbeModel, load_checkpoint_model, random_init_model, split_features,
                                    stage_names)
-from aqakit.probe_ridge import DEFAULT_ALPHAS, fit_and_predict
+from aqakit.tools.probe.ridge import DEFAULT_ALPHAS, fit_and_predict
 
 PROTOCOLS: tuple[str, ...] = ("within", "out-of-dataset")
 DEFAULT_LAYERS = "c1,c2,c3,c4,c5"
@@ -216,7 +216,7 @@ def run_probe(sources: list[str], dataset_name: str, dataset_args: list[str], pl
               baseline: str | None = None, groups_file: Path | None = None, cache: Path | None = None,
               batch_size: int = 8, workers: int = 0) -> dict[str, Any]:
     """Probe every model on every layer under every protocol; returns the JSON-ready result."""
-    from aqakit.probe_features import cache_dir
+    from aqakit.tools.probe.features import cache_dir
     from aqakit.recipe import apply_overrides, check_arguments
 
     t0 = time.perf_counter()
@@ -232,7 +232,7 @@ def run_probe(sources: list[str], dataset_name: str, dataset_args: list[str], pl
     except (ValueError, TypeError) as exc:
         raise AqakitError(f"dataset '{dataset_name}': {' '.join(str(exc).split())}") from None
     if "out-of-dataset" in protocols and groups_file is None and "competition" not in dataset.provides:
-        hint = getattr(dataset, "competition_help", "") or f"dataset '{dataset_name}' records no competition per sample"
+        hint = dataset.competition_help or f"dataset '{dataset_name}' records no competition per sample"
         raise AqakitError(f"the out-of-dataset protocol needs each sample's competition: {hint.rstrip('.')}; "
                           "or pass --groups FILE (CSV: key,group)")
     models = load_models(sources, plugins, baseline)

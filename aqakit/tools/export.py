@@ -13,20 +13,17 @@ runs no code from it (docs/security.md). ``huggingface-cli upload OWNER/NAME DIR
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from aqakit import checkpoint
+from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
-from aqakit.loading import EXPORT_FILES, EXPORT_FORMAT, find_checkpoint, portable
+from aqakit.engine.loading import (EXPORT_FORMAT, HEAD_STATE_PREFIX, TENSOR_MARK, find_checkpoint, portable,
+                                   read_json)
 from aqakit.recipe import dump_yaml
 
-HEAD_STATE_PREFIX = "head_state/"
-TENSOR_MARK = "__tensor__"
 
 
 def _split_tensors(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -43,22 +40,9 @@ def _split_tensors(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any
     return obj
 
 
-def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {TENSOR_MARK}:
-            key = obj[TENSOR_MARK]
-            if key not in tensors:
-                raise AqakitError(f"exported model: aqakit.json refers to tensor '{key}', missing in model.safetensors")
-            return tensors[key]
-        return {k: _join_tensors(v, tensors) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_join_tensors(v, tensors) for v in obj]
-    return obj
-
-
 def write_export(source: str | Path, out: str | Path, plugins: Any) -> Path:
     """Export the best checkpoint of a run folder (or a checkpoint file) to the folder ``out``."""
-    from aqakit.loading import recipe_from_state
+    from aqakit.engine.loading import recipe_from_state
 
     path = find_checkpoint(Path(source).expanduser())
     state = checkpoint.load(path)
@@ -72,7 +56,7 @@ def write_export(source: str | Path, out: str | Path, plugins: Any) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
     head_state = _split_tensors(state.get("head_state") or {}, "", tensors)
     run = path.parent.parent if path.parent.name == "checkpoints" else None
-    summary = _read_json(run / "summary.json") if run else {}
+    summary = read_json(run / "summary.json") if run else {}
     record = {"format": EXPORT_FORMAT, "aqakit_version": state.get("aqakit_version"), "source": path.name,
               "input": state.get("input") or {}, "head_state": {k.lstrip("/"): v for k, v in head_state.items()},
               "components": state.get("components") or {}, "selection": state.get("selection") or {},
@@ -81,7 +65,7 @@ def write_export(source: str | Path, out: str | Path, plugins: Any) -> Path:
     checkpoint.atomic_write_bytes(out / "model.safetensors", lambda f: f.write(_safetensors_bytes(tensors)))
     checkpoint.atomic_write_json(out / "aqakit.json", record)
     checkpoint.atomic_write_text(out / "recipe.yaml", dump_yaml(recipe))
-    splits = _read_json(run / "splits.json") if run else {}
+    splits = read_json(run / "splits.json") if run else {}
     checkpoint.atomic_write_text(out / "README.md", model_card(recipe.to_dict(), record, splits))
     return out
 
@@ -90,38 +74,6 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     from safetensors.torch import save
 
     return save(tensors, metadata={"format": EXPORT_FORMAT})
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def read_export(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(records with ``recipe`` and ``head_state``, model state dict) of an exported folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    missing = [name for name in EXPORT_FILES if not (folder / name).is_file()]
-    if missing:
-        raise AqakitError(f"{folder} is not a complete aqakit export: missing {', '.join(missing)}")
-    record = _read_json(folder / "aqakit.json")
-    if record.get("format") != EXPORT_FORMAT:
-        raise AqakitError(f"{folder / 'aqakit.json'}: not an aqakit export (no '{EXPORT_FORMAT}' format marker)")
-    try:
-        tensors = load_file(str(folder / "model.safetensors"), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AqakitError(f"{folder / 'model.safetensors'} is not a readable safetensors file ({exc})") from None
-    try:
-        recipe = yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise AqakitError(f"{folder / 'recipe.yaml'}: not valid YAML ({type(exc).__name__})") from None
-    model_state = {k: v for k, v in tensors.items() if not k.startswith(HEAD_STATE_PREFIX)}
-    record["head_state"] = _join_tensors(record.get("head_state") or {}, tensors)
-    record["recipe"] = recipe
-    return record, model_state
 
 
 def model_card(recipe: dict[str, Any], record: dict[str, Any], splits: dict[str, Any]) -> str:

@@ -25,15 +25,15 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from aqakit import checkpoint
-from aqakit.clips import cut_clips
-from aqakit.data import Prepared, video_transform
+from aqakit.media import checkpoint
+from aqakit.engine.clips import cut_clips
+from aqakit.engine.data import Prepared, video_transform
 from aqakit.errors import AqakitError
-from aqakit.weights import resolve
+from aqakit.media.weights import resolve
 from aqakit.interfaces import Dataset
-from aqakit.model import AQAModel, build_model
+from aqakit.engine.model import AQAModel, build_model
 from aqakit.plugins import Plugins
-from aqakit.predict import resample
+from aqakit.tools.predict import resample
 from aqakit.recipe import Recipe
 
 CACHE_VERSION = 1
@@ -85,23 +85,24 @@ def _freeze(model: AQAModel) -> AQAModel:
 def stage_names(model: AQAModel, name: str) -> tuple[str, ...]:
     """The backbone's stage names (one tiny forward of ``stages``); an error if it has none."""
     backbone = model.backbone
-    if not callable(getattr(backbone, "stages", None)):
-        raise AqakitError(f"backbone '{name}' has no stages() method, so its per-stage activations cannot be "
-                          "probed (a backbone needs stages(clips) -> {name: activations}, see docs/probe.md)")
     spec = backbone.spec
     dummy = torch.zeros(1, 3, spec.clip_len or 16, *spec.frame_size, device=model.mean.device)
     with torch.no_grad():
         out = backbone.stages(dummy)
+    if not out:
+        raise AqakitError(f"backbone '{name}' has no stages() method, so its per-stage activations cannot be "
+                          "probed (a backbone needs stages(clips) -> {name: activations}, see docs/probe.md)")
     return tuple(out)
 
 
 def load_checkpoint_model(path: Path, plugins: Plugins, label: str) -> ProbeModel:
-    """A trained checkpoint, frozen, with the input window it was trained on."""
-    from aqakit.loading import load_model
+    """A trained model (checkpoint, run folder or exported folder), frozen, with its training input window."""
+    from aqakit.engine.loading import load_model
 
     loaded = load_model(path, plugins)
+    weights = loaded.source / "model.safetensors" if loaded.source.is_dir() else loaded.source
     return ProbeModel(label, "checkpoint", str(path), _freeze(loaded.model), loaded.recipe, loaded.frames,
-                      file_digest(path))
+                      file_digest(weights))
 
 
 def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
@@ -111,7 +112,7 @@ def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
 
     ``frames`` defaults to the window the recipe's clips need (clip count and stride both set), else
     each sample keeps its own length."""
-    from aqakit.train import pick_device, seed_everything
+    from aqakit.engine.runtime import pick_device, seed_everything
 
     seed_everything(recipe.seed)
     model = build_model(recipe, plugins.registry)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aqakit.clips import cut_clips
-from aqakit.errors import AqakitError
+from aqakit.engine.clips import cut_clips
+from aqakit.errors import AqakitError, blame
 from aqakit.interfaces import Aggregator, Backbone, Batch, Representation, TaskHead
 from aqakit.recipe import ClipsConfig, Recipe
 from aqakit.registry import Registry
@@ -29,6 +29,8 @@ class AQAModel(nn.Module):
         self.weights = dict(weights)
         self.clips = clips or ClipsConfig()
         self.channels_last = False
+        # who to blame when a component's own code raises: set by build_model to name the plugin too
+        self.labels = {"backbone": "backbone", "aggregator": "aggregator", **{h: f"head '{h}'" for h in heads}}
         spec = backbone.spec
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
@@ -53,7 +55,7 @@ class AQAModel(nn.Module):
     @property
     def input_key(self) -> str:
         """The batch key the model reads: ``video``, or ``features`` for a backbone declaring ``input="features"``."""
-        return getattr(self.backbone.spec, "input", "video")
+        return self.backbone.spec.input
 
     def clip_features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-clip backbone features ``B x N x D`` (or ``B x N x D x ...`` maps) of uint8 video ``B x C x T x H x W``,
@@ -66,15 +68,22 @@ class AQAModel(nn.Module):
         clips = clips.flatten(0, 1)
         if self.channels_last and clips.dim() == 5:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
-        feats = self.backbone(clips)
+        with blame(self.labels["backbone"], "forward"):
+            feats = self.backbone(clips)
         return feats.reshape(b, n, *feats.shape[1:])
 
     def represent(self, video: torch.Tensor) -> Representation:
-        return self.aggregator(self.clip_features(video))
+        features = self.clip_features(video)
+        with blame(self.labels["aggregator"], "forward"):
+            return self.aggregator(features)
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         rep = self.represent_batch(batch)
-        return {head_id: head(rep) for head_id, head in self.heads.items()}
+        outputs = {}
+        for head_id, head in self.heads.items():
+            with blame(self.labels[head_id], "forward"):
+                outputs[head_id] = head(rep)
+        return outputs
 
     def represent_batch(self, batch: Batch) -> Representation:
         """The batch's representation; attached exemplars (``exemplar_video`` ``B x K x C x T x H x W``, or
@@ -106,15 +115,25 @@ class AQAModel(nn.Module):
 
     def fit_heads(self, labels: list[dict[str, Any]]) -> dict[str, Any]:
         """Let each head learn its data-derived state from training labels; returns it per head."""
-        return {h: state for h, head in self.heads.items() if (state := head.fit(labels)) is not None}
+        states = {}
+        for head_id, head in self.heads.items():
+            with blame(self.labels[head_id], "fit"):
+                state = head.fit(labels)
+            if state is not None:
+                states[head_id] = state
+        return states
 
     def restore_heads(self, states: dict[str, Any]) -> None:
         for head_id, state in states.items():
-            self.heads[head_id].restore(state)
+            with blame(self.labels[head_id], "restore"):
+                self.heads[head_id].restore(state)
 
     def loss(self, outputs: dict[str, Any], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss = sum of weight x head loss, and each head's loss."""
-        parts = {head_id: head.loss(outputs[head_id], batch) for head_id, head in self.heads.items()}
+        parts = {}
+        for head_id, head in self.heads.items():
+            with blame(self.labels[head_id], "loss"):
+                parts[head_id] = head.loss(outputs[head_id], batch)
         total = sum(self.weights[h] * loss for h, loss in parts.items())
         return total, parts
 
@@ -146,7 +165,7 @@ def build_model(recipe: Recipe, registry: Registry) -> AQAModel:
     aggregator = _construct("model.aggregator", m.aggregator.name, comp.factory,
                             _inject(comp.factory, m.aggregator.args, in_dim=backbone.spec.feature_dim))
     heads = {}
-    seq_dim = getattr(aggregator, "seq_dim", None)
+    seq_dim = aggregator.seq_dim
     for head_id, cfg in m.heads.items():
         comp = registry.get("head", cfg.name)
         kwargs = _inject(comp.factory, cfg.args, in_dim=aggregator.out_dim, seq_dim=seq_dim)
@@ -154,4 +173,10 @@ def build_model(recipe: Recipe, registry: Registry) -> AQAModel:
             raise AqakitError(f"recipe field 'model.heads.{head_id}': head '{cfg.name}' reads per-clip features, "
                               f"which aggregator '{m.aggregator.name}' does not provide (use e.g. 'avg')")
         heads[head_id] = _construct(f"model.heads.{head_id}", cfg.name, comp.factory, kwargs)
-    return AQAModel(backbone, aggregator, heads, {h: c.weight for h, c in m.heads.items()}, m.clips)
+    model = AQAModel(backbone, aggregator, heads, {h: c.weight for h, c in m.heads.items()}, m.clips)
+    origin = {"backbone": (m.backbone.name, "backbone"), "aggregator": (m.aggregator.name, "aggregator"),
+              **{h: (c.name, "head") for h, c in m.heads.items()}}
+    for part, (name, kind) in origin.items():
+        where = f" of model.heads.{part}" if kind == "head" else ""
+        model.labels[part] = f"{kind} '{name}'{where} (plugin {registry.get(kind, name).distribution})"
+    return model

@@ -19,16 +19,16 @@ from aqakit.recipe import FinetuneConfig, OptimizerConfig
 
 def stage_parameters(backbone: nn.Module, stage: str) -> set[str]:
     """Names of the backbone parameters that the activations of ``stage`` depend on."""
-    stages_fn = getattr(backbone, "stages", None)
-    if stages_fn is None:
-        raise RecipeError("train.finetune.freeze", f"'{stage}': this backbone has no stages(); use 'all' or 'none'")
     spec = backbone.spec
     dummy = torch.zeros(1, 3, spec.clip_len or 8, *spec.frame_size, device=next(backbone.parameters()).device)
     was_training = backbone.training
     backbone.eval()  # no BatchNorm statistics updated by this probe
     try:
         with torch.enable_grad():
-            outputs = stages_fn(dummy)
+            outputs = backbone.stages(dummy)
+            if not outputs:
+                raise RecipeError("train.finetune.freeze", f"'{stage}': this backbone has no stages(); "
+                                  "use 'all' or 'none'")
             if stage not in outputs:
                 raise RecipeError("train.finetune.freeze", f"'{stage}' is not a stage of this backbone; "
                                   f"stages: {', '.join(outputs)} (or 'all' / 'none')")

@@ -45,9 +45,9 @@ from typing import Any
 
 import yaml
 
-from aqakit.checkpoint import atomic_write_text
+from aqakit.media.checkpoint import atomic_write_text
 from aqakit.errors import AqakitError, suggest
-from aqakit.throughput import threads_per_run
+from aqakit.engine.throughput import threads_per_run
 
 SWEEP_KEYS = ("name", "base", "overrides", "axes", "table")
 TABLE_KEYS = ("rows", "columns", "over", "metrics")

@@ -1,6 +1,6 @@
 """``aqakit new-plugin NAME``: write an installable ``aqakit-plugin-NAME`` package that trains as generated.
 
-The package has one working component per kind asked for (from ``aqakit/templates/plugin/``), the
+The package has one working component per kind asked for (from ``aqakit/tools/templates/plugin/``), the
 hooks registering them, a CPU recipe that uses them (bundled or rendered stand-ins for kinds not
 asked for), a test file built on :mod:`aqakit.testing`, and a README.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from string import Template
 
 from aqakit.errors import AqakitError, suggest
-from aqakit.interfaces import MODEL_KINDS as KINDS  # the kinds a generated plugin can hold
+from aqakit.kinds import MODEL_KINDS as KINDS  # the kinds a generated plugin can hold
 
 TEMPLATES = Path(__file__).parent / "templates" / "plugin"
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")

@@ -1,0 +1,1 @@
+"""One run: the model, clips, data, the training loop, evaluation, runtime, loading."""

@@ -1,0 +1,1 @@
+"""The toolkit plugin authors use: video IO, caches, safe pickles, drawing, weights, atomic files."""
