@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ import torch
 from aqakit.errors import AqakitError
 
 __all__ = ["CHUNK_ELEMENTS", "Camera", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg",
-           "save_grid", "side_weight", "smooth", "smooth_track", "smoothstep", "torch_threads"]
+           "jitter_color", "progress", "save_grid", "side_weight", "smooth", "smooth_track", "smoothstep",
+           "stratified_split", "torch_threads", "uniform"]
 
 
 def check_render_args(size: int, frames: int, seed: int) -> None:
@@ -175,3 +177,51 @@ def save_grid(path: str | Path, rows: list[np.ndarray], row_height: int, labels:
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="PNG", optimize=True)
     return path
+
+
+def uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """One draw from U(lo, hi) as a float."""
+    return float(rng.uniform(lo, hi))
+
+
+def jitter_color(rng: np.random.Generator, base: tuple[float, float, float], amount: float) -> tuple[float, float, float]:
+    """An RGB colour (0..1) near ``base``: each channel moved by U(-amount, amount), clipped."""
+    return tuple(float(np.clip(c + rng.uniform(-amount, amount), 0.0, 1.0)) for c in base)
+
+
+@contextmanager
+def progress(total: int, enabled: bool, desc: str, unit: str) -> Iterator[Any]:
+    """A tqdm bar for a renderer's loop, rendering single-threaded (see :func:`torch_threads`)."""
+    from tqdm import tqdm
+
+    with torch_threads(1), tqdm(total=total, disable=not enabled, desc=desc, unit=unit) as bar:
+        yield bar
+
+
+def stratified_split(groups: dict[Any, list[Any]], test_fraction: float, rng: np.random.Generator,
+                     pool_singles: bool = False) -> tuple[list[Any], list[Any]]:
+    """(train, test) with every group of two or more members in both lists (``round(test_fraction x n)``
+    test members, at least one of each). With ``pool_singles``, one-member groups instead share out
+    ``test_fraction`` of them, with at least one test member overall when there are two or more."""
+    train: list[Any] = []
+    test: list[Any] = []
+    singles: list[Any] = []
+    for name in sorted(groups):
+        members = groups[name]
+        if pool_singles and len(members) == 1:
+            singles += members
+            continue
+        perm = [members[i] for i in rng.permutation(len(members))]
+        n_test = 0
+        if test_fraction > 0 and len(perm) > 1:
+            n_test = min(max(int(round(test_fraction * len(perm))), 1), len(perm) - 1)
+        test += perm[:n_test]
+        train += perm[n_test:]
+    if pool_singles:
+        singles = [singles[i] for i in rng.permutation(len(singles))]
+        n_test = int(round(test_fraction * len(singles)))
+        if test_fraction > 0 and not test and n_test == 0 and len(singles) >= 2:
+            n_test = 1
+        test += singles[:n_test]
+        train += singles[n_test:]
+    return train, test

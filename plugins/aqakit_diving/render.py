@@ -37,6 +37,7 @@ import torch
 
 from aqakit.media.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
                              smoothstep, torch_threads)
+from aqakit.media.render2d import jitter_color, uniform
 
 VIEW_M = 5.0                      # metres across the frame at zoom 1
 VIEW_X = 0.3                      # world x at the image centre at takeoff (before the event's shift)
@@ -106,35 +107,28 @@ class DiveSpec:
     seed: int = 0                # splash droplets
 
 
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(rng.uniform(lo, hi))
-
-
-def _jitter(rng: np.random.Generator, base: tuple[float, float, float], amount: float) -> tuple[float, float, float]:
-    return tuple(float(np.clip(c + rng.uniform(-amount, amount), 0.0, 1.0)) for c in base)
-
 
 def sample_event_style(rng: np.random.Generator, platform: bool) -> EventStyle:
     """Draw an event's camera (scale, roll, offset, perspective, side) and colours/lighting."""
     indoor = rng.random() < 0.5
-    sky_top = _jitter(rng, (0.50, 0.52, 0.58) if indoor else (0.30, 0.52, 0.86), 0.10)
-    sky_bottom = _jitter(rng, (0.68, 0.68, 0.70) if indoor else (0.68, 0.80, 0.94), 0.08)
+    sky_top = jitter_color(rng, (0.50, 0.52, 0.58) if indoor else (0.30, 0.52, 0.86), 0.10)
+    sky_bottom = jitter_color(rng, (0.68, 0.68, 0.70) if indoor else (0.68, 0.80, 0.94), 0.08)
     return EventStyle(
         platform=platform,
-        zoom=_u(rng, 1.45, 1.75),
-        roll=_u(rng, -4.0, 4.0),
-        shift=(_u(rng, -0.25, 0.25), _u(rng, -0.15, 0.15)),
-        persp=(_u(rng, -0.03, 0.03), _u(rng, -0.03, 0.03)),
+        zoom=uniform(rng, 1.45, 1.75),
+        roll=uniform(rng, -4.0, 4.0),
+        shift=(uniform(rng, -0.25, 0.25), uniform(rng, -0.15, 0.15)),
+        persp=(uniform(rng, -0.03, 0.03), uniform(rng, -0.03, 0.03)),
         mirror=bool(rng.random() < 0.5),
         sky_top=sky_top,
         sky_bottom=sky_bottom,
-        wall=_jitter(rng, (0.70, 0.66, 0.58), 0.15),
-        wall_top=_u(rng, 0.35, 0.9),
-        water_top=_jitter(rng, (0.14, 0.52, 0.72), 0.08),
-        water_deep=_jitter(rng, (0.04, 0.22, 0.42), 0.05),
-        board=_jitter(rng, (0.75, 0.73, 0.69) if platform else (0.94, 0.94, 0.90), 0.04),
-        brightness=_u(rng, 0.78, 1.15),
-        tint=(_u(rng, 0.92, 1.08), _u(rng, 0.92, 1.08), _u(rng, 0.92, 1.08)),
+        wall=jitter_color(rng, (0.70, 0.66, 0.58), 0.15),
+        wall_top=uniform(rng, 0.35, 0.9),
+        water_top=jitter_color(rng, (0.14, 0.52, 0.72), 0.08),
+        water_deep=jitter_color(rng, (0.04, 0.22, 0.42), 0.05),
+        board=jitter_color(rng, (0.75, 0.73, 0.69) if platform else (0.94, 0.94, 0.90), 0.04),
+        brightness=uniform(rng, 0.78, 1.15),
+        tint=(uniform(rng, 0.92, 1.08), uniform(rng, 0.92, 1.08), uniform(rng, 0.92, 1.08)),
     )
 
 

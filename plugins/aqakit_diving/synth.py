@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from aqakit.errors import AqakitError
-from aqakit.media.render2d import check_render_args, encode_jpeg, torch_threads
+from aqakit.media.render2d import check_render_args, encode_jpeg, stratified_split
+from aqakit.media.render2d import progress as render_progress
 
 from . import release, render
 from .release import Key
@@ -361,13 +360,6 @@ class _FrameWriter:
         self.count += 1
 
 
-@contextmanager
-def _progress(total: int, enabled: bool, desc: str) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    with torch_threads(1), tqdm(total=total, disable=not enabled, desc=desc, unit="dive") as bar:
-        yield bar
-
 
 def _write_release(out: Path, annotations: dict, captions: dict, train: list, test: list) -> None:
     release.write_pickle(out / release.ANNOTATIONS, annotations)
@@ -380,24 +372,7 @@ def _split(keys_by_event: dict[int, list[Key]], test_fraction: float, seed: int)
     """Random split stratified by event: every event with two or more dives is in both lists; events with
     a single dive share out ``test_fraction`` of them; at least one test dive when there are two or more."""
     rng = np.random.default_rng([seed, 0, 2])
-    train: list[Key] = []
-    test: list[Key] = []
-    singles: list[Key] = []
-    for eid in sorted(keys_by_event):
-        keys = keys_by_event[eid]
-        if len(keys) == 1:
-            singles += keys
-            continue
-        perm = [keys[i] for i in rng.permutation(len(keys))]
-        n_test = min(max(int(round(test_fraction * len(keys))), 1), len(keys) - 1) if test_fraction > 0 else 0
-        test += perm[:n_test]
-        train += perm[n_test:]
-    singles = [singles[i] for i in rng.permutation(len(singles))]
-    n_test = int(round(test_fraction * len(singles)))
-    if test_fraction > 0 and not test and n_test == 0 and len(singles) >= 2:
-        n_test = 1
-    test += singles[:n_test]
-    train += singles[n_test:]
+    train, test = stratified_split(keys_by_event, test_fraction, rng, pool_singles=True)
     return [train[i] for i in rng.permutation(len(train))], [test[i] for i in rng.permutation(len(test))]
 
 
@@ -420,7 +395,7 @@ def synthesize(out: Path, n: int, seed: int = 0, size: int = 112, frames: int = 
     captions: dict[Key, list[str]] = {}
     keys_by_event: dict[int, list[Key]] = {}
     written = 0
-    with _progress(n, progress, "synth diving") as bar:
+    with render_progress(n, progress, "synth diving", "dive") as bar:
         for e in range(n_events):
             eid = e + 1
             event = make_event(seed, eid)
@@ -498,7 +473,7 @@ def synthesize_twin(annotation_dir: Path, out: Path, limit: int | None = None, s
     writers = {vid: _FrameWriter(out, vid) for vid in events}
     out_ann: dict[Key, dict[str, Any]] = {}
     order = sorted(chosen, key=lambda k: (k[0], int(annotations[k]["end_frame"]), k[1]))
-    with _progress(len(order), progress, "synth diving twin") as bar:
+    with render_progress(len(order), progress, "synth diving twin", "dive") as bar:
         for key in order:
             real = annotations[key]
             code = DiveCode(*(int(real[f]) for f in release.DIVE_CODE_FIELDS))

@@ -32,6 +32,7 @@ import torch
 
 from aqakit.media.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
                              smoothstep, torch_threads)
+from aqakit.media.render2d import jitter_color, uniform
 
 # Apparatus (metres).
 BOARD_X0, BOARD_X1, BOARD_LOW, BOARD_HIGH = -2.05, -1.4, 0.05, 0.22
@@ -104,13 +105,6 @@ class VaultSpec:
     leotard: int = 0
 
 
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(rng.uniform(lo, hi))
-
-
-def _col(rng: np.random.Generator, base: tuple[float, float, float], amount: float) -> tuple[float, float, float]:
-    return tuple(float(np.clip(c + rng.uniform(-amount, amount), 0.0, 1.0)) for c in base)
-
 
 _PALETTE = ((0.10, 0.30, 0.80), (0.95, 0.95, 0.95), (0.85, 0.15, 0.15), (0.10, 0.55, 0.30),
             (0.95, 0.75, 0.10), (0.10, 0.10, 0.12), (0.55, 0.20, 0.65), (0.05, 0.60, 0.75))
@@ -120,18 +114,18 @@ def sample_competition_style(rng: np.random.Generator) -> CompetitionStyle:
     """Draw a competition's camera (width, height, roll, panning, side) and arena colours and light."""
     picks = rng.permutation(len(_PALETTE))
     dark = rng.random() < 0.5
-    crowd_a = _col(rng, (0.18, 0.16, 0.22) if dark else (0.45, 0.40, 0.38), 0.08)
-    crowd_b = _col(rng, (0.45, 0.35, 0.30) if dark else (0.75, 0.68, 0.60), 0.12)
+    crowd_a = jitter_color(rng, (0.18, 0.16, 0.22) if dark else (0.45, 0.40, 0.38), 0.08)
+    crowd_b = jitter_color(rng, (0.45, 0.35, 0.30) if dark else (0.75, 0.68, 0.60), 0.12)
     return CompetitionStyle(
-        view=_u(rng, 3.4, 4.8), height=_u(rng, 1.0, 1.4), follow_y=_u(rng, 0.4, 0.7), roll=_u(rng, -3.0, 3.0),
-        follow=_u(rng, 0.75, 1.0), lead=_u(rng, -0.2, 0.6), mirror=bool(rng.random() < 0.5),
-        floor=_col(rng, (0.35, 0.35, 0.40), 0.15), runway=_col(rng, _PALETTE[picks[0]], 0.08),
-        crowd=(crowd_a, crowd_b), roof=_col(rng, (0.08, 0.08, 0.12), 0.05),
-        ads=tuple(_col(rng, _PALETTE[i], 0.06) for i in picks[1:4]),
-        ad_height=_u(rng, 0.7, 1.0), ad_width=_u(rng, 1.0, 2.4),
-        table=_col(rng, _PALETTE[picks[4]], 0.08), mat=_col(rng, _PALETTE[picks[5]], 0.08),
-        board=_col(rng, (0.88, 0.86, 0.80), 0.08),
-        brightness=_u(rng, 0.8, 1.15), tint=(_u(rng, 0.92, 1.08), _u(rng, 0.92, 1.08), _u(rng, 0.92, 1.08)),
+        view=uniform(rng, 3.4, 4.8), height=uniform(rng, 1.0, 1.4), follow_y=uniform(rng, 0.4, 0.7), roll=uniform(rng, -3.0, 3.0),
+        follow=uniform(rng, 0.75, 1.0), lead=uniform(rng, -0.2, 0.6), mirror=bool(rng.random() < 0.5),
+        floor=jitter_color(rng, (0.35, 0.35, 0.40), 0.15), runway=jitter_color(rng, _PALETTE[picks[0]], 0.08),
+        crowd=(crowd_a, crowd_b), roof=jitter_color(rng, (0.08, 0.08, 0.12), 0.05),
+        ads=tuple(jitter_color(rng, _PALETTE[i], 0.06) for i in picks[1:4]),
+        ad_height=uniform(rng, 0.7, 1.0), ad_width=uniform(rng, 1.0, 2.4),
+        table=jitter_color(rng, _PALETTE[picks[4]], 0.08), mat=jitter_color(rng, _PALETTE[picks[5]], 0.08),
+        board=jitter_color(rng, (0.88, 0.86, 0.80), 0.08),
+        brightness=uniform(rng, 0.8, 1.15), tint=(uniform(rng, 0.92, 1.08), uniform(rng, 0.92, 1.08), uniform(rng, 0.92, 1.08)),
     )
 
 

@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,8 @@ import numpy as np
 import scipy.io
 
 from aqakit.errors import AqakitError
-from aqakit.media.render2d import check_render_args, encode_jpeg
+from aqakit.media.render2d import check_render_args, encode_jpeg, stratified_split
+from aqakit.media.render2d import progress as render_progress
 
 from . import aqa7, render
 
@@ -202,25 +201,9 @@ def vault_rng(seed: int, sample: int) -> np.random.Generator:
 
 def _split(groups: dict[str, list[int]], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A random split stratified by competition (each with two or more samples is in both lists)."""
-    rng = np.random.default_rng([seed, 0, 9])
-    train: list[int] = []
-    test: list[int] = []
-    for name in sorted(groups):
-        ids = [groups[name][i] for i in rng.permutation(len(groups[name]))]
-        n_test = 0
-        if test_fraction > 0 and len(ids) > 1:
-            n_test = min(max(int(round(test_fraction * len(ids))), 1), len(ids) - 1)
-        test += ids[:n_test]
-        train += ids[n_test:]
+    train, test = stratified_split(groups, test_fraction, np.random.default_rng([seed, 0, 9]))
     return sorted(train), sorted(test)
 
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    with render.torch_threads(1), tqdm(total=total, disable=not enabled, desc="synth vault", unit="vault") as bar:
-        yield bar
 
 
 def synthesize(out: Path, n: int, seed: int = 0, size: int = 112, frames: int = 103, competitions: int = 4,
@@ -247,7 +230,7 @@ def synthesize(out: Path, n: int, seed: int = 0, size: int = 112, frames: int = 
     truth: dict[str, Any] = {}
     rows: list[tuple[int, float]] = []
     groups: dict[str, list[int]] = {}
-    with _progress(n, progress) as bar:
+    with render_progress(n, progress, "synth vault", "vault") as bar:
         for comp, block in zip(comps, blocks):
             for sample in (int(i) for i in block):
                 rng = vault_rng(seed, sample)
