@@ -19,14 +19,15 @@ from pathlib import Path
 
 import click
 
-# Before anything imports torch and so starts its OpenMP runtime: idle OpenMP threads sleep instead of
-# spinning, so that runs sharing the CPUs (aqakit sweep --jobs, two trainings) do not slow each other
-# down (benchmarks/RESULTS.md: two at once x1.29 slower each instead of x1.86; one alone unchanged).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from aqakit.errors import AqakitError, PluginFault, os_error
+from aqakit.kinds import KINDS, MODEL_KINDS
+from aqakit.media.checkpoint import to_json
 
-from aqakit.media.checkpoint import to_json  # noqa: E402
-from aqakit.errors import AqakitError, PluginFault, os_error  # noqa: E402
-from aqakit.kinds import KINDS, MODEL_KINDS  # noqa: E402
+# Before anything imports torch (the commands do, lazily; none of the imports above does: tests/test_startup.py)
+# and so starts its OpenMP runtime: idle OpenMP threads sleep instead of spinning, so that runs sharing the CPUs
+# (aqakit sweep --jobs, two trainings) do not slow each other down (benchmarks/RESULTS.md: two at once x1.29
+# slower each instead of x1.86; one alone unchanged).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class AqakitGroup(click.Group):

@@ -53,12 +53,13 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load global '{module}.{name}'")
 
 
-def load(path: str | Path) -> Any:
-    """Load a pickle through :class:`RestrictedUnpickler`; every failure names the file."""
+def load(path: str | Path, unpickler: type[RestrictedUnpickler] | None = None) -> Any:
+    """Load a pickle through :class:`RestrictedUnpickler` (or a subclass that allows a few more globals);
+    every failure names the file."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            return RestrictedUnpickler(f).load()
+            return (unpickler or RestrictedUnpickler)(f).load()
     except FileNotFoundError:
         raise AqakitError(f"file not found: {path}") from None
     except pickle.UnpicklingError as exc:

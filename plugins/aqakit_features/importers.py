@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import io
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 
 from aqakit.media import checkpoint
 from aqakit.errors import AqakitError
+from aqakit.media import safe_pickle
 from aqakit.media.safe_pickle import RestrictedUnpickler
 from aqakit_features.arrays import write_array
 from aqakit_features.dataset import TABLE
@@ -58,16 +58,7 @@ class ArrayUnpickler(RestrictedUnpickler):
 
 def read_pickle(path: Path) -> Any:
     """A release pickle through :class:`ArrayUnpickler`; every failure is one line naming the file."""
-    try:
-        with open(path, "rb") as f:
-            return ArrayUnpickler(f).load()
-    except FileNotFoundError:
-        raise AqakitError(f"file not found: {path}") from None
-    except pickle.UnpicklingError as exc:
-        raise AqakitError(f"{path}: unsafe or invalid pickle ({exc}); only builtins, numpy arrays and torch tensors "
-                          "are read") from None
-    except Exception as exc:
-        raise AqakitError(f"{path}: unreadable pickle ({type(exc).__name__}: {exc})") from None
+    return safe_pickle.load(path, ArrayUnpickler)
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
