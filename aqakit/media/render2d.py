@@ -1,11 +1,12 @@
 """Small 2D drawing helpers shared by the procedural renderers (diving, vault): a side-view camera
 that follows the athlete, anti-aliased distance fields, capsule coverage over per-frame crops,
-premultiplied compositing, and JPEG output."""
+premultiplied compositing, capsule stick figures, and JPEG output."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ import torch
 
 from aqakit.errors import AqakitError
 
-__all__ = ["CHUNK_ELEMENTS", "Camera", "capsules", "check_render_args", "chunks", "composite", "encode_jpeg",
-           "jitter_color", "progress", "save_grid", "side_weight", "smooth", "smooth_track", "smoothstep",
-           "stratified_split", "torch_threads", "uniform"]
+__all__ = ["CHUNK_ELEMENTS", "Camera", "Crops", "FigureColors", "FigureParts", "capsules", "check_render_args",
+           "chunks", "composite", "draw_figure", "encode_jpeg", "figure_crops", "jitter_color", "progress",
+           "save_grid", "side_weight", "smooth", "smooth_track", "smoothstep", "stratified_split", "torch_threads",
+           "uniform"]
 
 
 def check_render_args(size: int, frames: int, seed: int) -> None:
@@ -133,6 +135,113 @@ CHUNK_ELEMENTS = 4_000_000  # per-pixel-per-segment work done at once (bounds me
 def chunks(idx: np.ndarray, per_frame: int) -> list[np.ndarray]:
     step = max(1, CHUNK_ELEMENTS // max(per_frame, 1))
     return [idx[i:i + step] for i in range(0, len(idx), step)]
+
+
+@dataclass(frozen=True)
+class Crops:
+    """Per-frame square crops around a figure: side ``box`` pixels, origins ``ox``/``oy`` (T,) and the
+    frames whose crop overlaps the image."""
+
+    box: int
+    ox: np.ndarray
+    oy: np.ndarray
+    visible: np.ndarray
+
+
+def figure_crops(pix: np.ndarray, radii: np.ndarray, size: int) -> Crops:
+    """Crops centred on joint 0 that hold the whole figure in every frame. pix: (T, J, 2) joint pixels;
+    radii: (T, S) capsule radii in pixels; size: the image side."""
+    reach = np.linalg.norm(pix - pix[:, :1], axis=-1).max() + radii.max() + 2
+    box = int(math.ceil(2 * reach)) + 1
+    ox = np.floor(pix[:, 0, 0] - box / 2).astype(np.int64)
+    oy = np.floor(pix[:, 0, 1] - box / 2).astype(np.int64)
+    visible = np.nonzero((ox + box > 0) & (ox < size) & (oy + box > 0) & (oy < size))[0]
+    return Crops(box, ox, oy, visible)
+
+
+Color = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class FigureColors:
+    """RGB (0..1) of a stick figure: skin, the suit's chest and back sides, hair."""
+
+    skin: Color
+    suit_front: Color
+    suit_back: Color
+    hair: Color
+
+
+@dataclass(frozen=True)
+class FigureParts:
+    """Which capsules (indices along S) make up each part of a stick figure. ``head_extra`` capsules
+    (e.g. a nose) join the head and always show the face colour."""
+
+    legs: tuple[int, ...]
+    torso: int
+    arms: tuple[int, ...]
+    head: int
+    head_extra: tuple[int, ...] = ()
+
+
+# (frames, u (N, 1, B), v (N, B, 1) pixel centres of the crops) -> per-pixel multiplier (N, B, B)
+Fade = Callable[[np.ndarray, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _rows(a: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a[idx])).float()
+
+
+def _facing(px: torch.Tensor, py: torch.Tensor, n: torch.Tensor, r: torch.Tensor, phi: torch.Tensor,
+            s: int) -> torch.Tensor:
+    """:func:`side_weight` across capsule ``s`` (offsets from its p0 along the chest direction ``n``)."""
+    off = px[:, s] * n[:, 0, None, None] + py[:, s] * n[:, 1, None, None]
+    return side_weight(off, r[:, s, None, None], phi)
+
+
+def _paint(cov: torch.Tensor, front: torch.Tensor, face: torch.Tensor, colors: FigureColors,
+           parts: FigureParts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Premultiplied colour (N, B, B, 3) and coverage (N, B, B) of the figure, back to front."""
+    skin, hair = torch.tensor(colors.skin), torch.tensor(colors.hair)
+    legs = cov[:, list(parts.legs)].amax(1)
+    arm = cov[:, list(parts.arms)].amax(1)
+    front = front[..., None]
+    suit = front * torch.tensor(colors.suit_front) + (1 - front) * torch.tensor(colors.suit_back)
+    head = cov[:, parts.head]
+    for s in parts.head_extra:
+        head, face = torch.maximum(head, cov[:, s]), torch.maximum(face, cov[:, s])
+    face = face[..., None]
+    head_color = face * skin + (1 - face) * hair
+    color = legs[..., None] * skin
+    alpha = legs
+    for a, c in ((cov[:, parts.torso], suit), (arm, skin), (head, head_color)):
+        color = color * (1 - a[..., None]) + c * a[..., None]
+        alpha = alpha * (1 - a) + a
+    return color, alpha
+
+
+def draw_figure(out: torch.Tensor, p0: np.ndarray, p1: np.ndarray, radii: np.ndarray, n: np.ndarray,
+                phi: np.ndarray, crops: Crops, colors: FigureColors, parts: FigureParts,
+                fade: Fade | None = None) -> None:
+    """Composite a capsule stick figure into ``out`` (T, H, W, 3) over the visible ``crops``.
+
+    p0, p1: (T, S, 2) capsule endpoints in pixels; radii: (T, S) pixels; n: (T, 2) unit chest direction
+    in the image; phi: (T,) twist angle. Drawn back to front: legs (skin), torso (suit front/back by
+    :func:`side_weight`), arms (skin), head (face/hair likewise). ``fade`` scales colour and coverage
+    per pixel (e.g. a diver seen through the water)."""
+    box, ox, oy = crops.box, crops.ox, crops.oy
+    grid = torch.arange(box, dtype=torch.float32) + 0.5
+    for idx in chunks(crops.visible, p0.shape[1] * box * box):
+        r, nt, ph = _rows(radii, idx), _rows(n, idx), _rows(phi, idx)[:, None, None]
+        ox_t, oy_t = _rows(ox, idx), _rows(oy, idx)
+        cov, px, py = capsules(_rows(p0, idx), _rows(p1, idx), r, ox_t, oy_t, box)
+        front = _facing(px, py, nt, r, ph, parts.torso)
+        face = _facing(px, py, nt, r, ph, parts.head)
+        color, alpha = _paint(cov, front, face, colors, parts)
+        if fade is not None:
+            mult = fade(idx, ox_t[:, None, None] + grid[None, None, :], oy_t[:, None, None] + grid[None, :, None])
+            color, alpha = color * mult[..., None], alpha * mult
+        composite(out, color, alpha, ox[idx], oy[idx], idx)
 
 
 @contextmanager

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.media.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
-                             smoothstep, torch_threads)
+from aqakit.media.render2d import (Camera, FigureColors, FigureParts, capsules, chunks, composite, draw_figure,
+                                   figure_crops, save_grid, smooth, smooth_track, smoothstep, torch_threads)
 from aqakit.media.render2d import jitter_color, uniform
 
 VIEW_M = 5.0                      # metres across the frame at zoom 1
@@ -58,6 +58,7 @@ SUIT_BACK = (0.98, 0.84, 0.14)    # back side (yellow)
 HAIR = (0.13, 0.08, 0.05)
 SKINS = ((0.94, 0.76, 0.62), (0.84, 0.63, 0.47), (0.66, 0.46, 0.32), (0.50, 0.34, 0.23))
 SPLASH = (0.95, 0.97, 1.0)
+DIVER_PARTS = FigureParts(legs=(0, 1, 2, 3), torso=4, arms=(5, 6), head=7, head_extra=(8,))  # 8: the nose
 MAX_DROPS = 24
 
 
@@ -372,7 +373,7 @@ def render_dive(spec: DiveSpec, style: EventStyle, size: int = 112, frames: int 
 
 
 def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, cam: Camera, pose: Pose) -> None:
-    T, size = out.shape[0], cam.size
+    T = out.shape[0]
     J = pose.joints
     u, v, scale = cam.to_pixel(J[..., 0], J[..., 1])                   # (T, 11)
     pix = np.stack([u, v], -1)
@@ -392,39 +393,15 @@ def _draw_diver(out: torch.Tensor, spec: DiveSpec, style: EventStyle, cam: Camer
     nose = pix[:, 3] + n * (0.9 * np.cos(phi) * R_HEAD * k)[:, None]
     p0 = np.concatenate([pix[:, [a for a, _ in seg]], nose[:, None]], 1)
     p1 = np.concatenate([pix[:, [b for _, b in seg]], nose[:, None]], 1)
-    reach = np.linalg.norm(pix - pix[:, :1], axis=-1).max() + radii.max() + 2
-    box = int(math.ceil(2 * reach)) + 1
-    ox = np.floor(pix[:, 0, 0] - box / 2).astype(np.int64)
-    oy = np.floor(pix[:, 0, 1] - box / 2).astype(np.int64)
-    visible = np.nonzero((ox + box > 0) & (ox < size) & (oy + box > 0) & (oy < size))[0]
-    skin = torch.tensor(SKINS[spec.skin % len(SKINS)])
-    grid = torch.arange(box, dtype=torch.float32) + 0.5
-    for idx in chunks(visible, p0.shape[1] * box * box):
-        def t_(a):
-            return torch.from_numpy(np.ascontiguousarray(a[idx])).float()
-        r = t_(radii)
-        cov, px, py = capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
-        nt, ph = t_(n), t_(phi)[:, None, None]
-        legs = cov[:, 0:4].amax(1)
-        arm = cov[:, 5:7].amax(1)
-        head = torch.maximum(cov[:, 7], cov[:, 8])
-        # torso and head: front (chest, face) vs back (suit back, hair) by the twist angle
-        off = px[:, 4] * nt[:, 0, None, None] + py[:, 4] * nt[:, 1, None, None]
-        front = side_weight(off, r[:, 4, None, None], ph)[..., None]
-        suit = front * torch.tensor(SUIT_FRONT) + (1 - front) * torch.tensor(SUIT_BACK)
-        off = px[:, 7] * nt[:, 0, None, None] + py[:, 7] * nt[:, 1, None, None]
-        face = torch.maximum(side_weight(off, r[:, 7, None, None], ph), cov[:, 8])[..., None]
-        head_color = face * skin + (1 - face) * torch.tensor(HAIR)
-        color = legs[..., None] * skin
-        alpha = legs
-        for a, c in ((cov[:, 4], suit), (arm, skin), (head, head_color)):
-            color = color * (1 - a[..., None]) + c * a[..., None]
-            alpha = alpha * (1 - a) + a
-        # below the surface the diver is seen faintly through the water
-        _, wy = cam.frames(idx).to_world(t_(ox)[:, None, None] + grid[None, None, :],
-                                         t_(oy)[:, None, None] + grid[None, :, None])
-        under = torch.where(wy < 0, 0.55 * torch.exp(wy / 0.5), torch.ones_like(wy))
-        composite(out, color * under[..., None], alpha * under, ox[idx], oy[idx], idx)
+
+    def under_water(idx: np.ndarray, pu: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+        """Below the surface the diver is seen faintly through the water."""
+        _, wy = cam.frames(idx).to_world(pu, pv)
+        return torch.where(wy < 0, 0.55 * torch.exp(wy / 0.5), torch.ones_like(wy))
+
+    colors = FigureColors(SKINS[spec.skin % len(SKINS)], SUIT_FRONT, SUIT_BACK, HAIR)
+    draw_figure(out, p0, p1, radii, n, phi, figure_crops(pix, radii, cam.size), colors, DIVER_PARTS,
+                fade=under_water)
 
 
 def _draw_splash(out: torch.Tensor, spec: DiveSpec, cam: Camera, pose: Pose) -> None:

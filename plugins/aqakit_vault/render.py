@@ -18,7 +18,8 @@ apart, bent arms on the table, the body's rotation error at touchdown, and the l
 
 Each competition (:class:`CompetitionStyle`) has its own camera (view width, height, roll, how closely
 it pans with the gymnast, side) and arena (floor, advertising boards, crowd, table and mat colours,
-light). Bodies are drawn with the diving renderer's capsule rasteriser over per-frame crops.
+light). Bodies are drawn as capsule stick figures over per-frame crops, as in the diving renderer
+(:func:`aqakit.media.render2d.draw_figure`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqakit.media.render2d import (Camera, capsules, chunks, composite, save_grid, side_weight, smooth, smooth_track,
-                             smoothstep, torch_threads)
+from aqakit.media.render2d import (Camera, FigureColors, FigureParts, draw_figure, figure_crops, save_grid, smooth,
+                                   smooth_track, smoothstep, torch_threads)
 from aqakit.media.render2d import jitter_color, uniform
 
 # Apparatus (metres).
@@ -53,6 +54,8 @@ SKINS = ((0.94, 0.76, 0.62), (0.84, 0.63, 0.47), (0.66, 0.46, 0.32), (0.50, 0.34
 LEOTARDS = (((0.80, 0.10, 0.16), (0.98, 0.86, 0.20)), ((0.12, 0.22, 0.75), (0.95, 0.95, 0.95)),
             ((0.50, 0.12, 0.60), (0.20, 0.80, 0.75)), ((0.08, 0.50, 0.25), (0.98, 0.55, 0.10)),
             ((0.10, 0.10, 0.12), (0.90, 0.20, 0.60)))
+
+GYMNAST_PARTS = FigureParts(legs=(0, 1, 2, 3), torso=4, arms=(5, 6), head=7)
 
 SHAPES = ("tuck", "pike", "layout")
 LANDINGS = ("stuck", "step", "fall")
@@ -424,34 +427,8 @@ def _draw_gymnast(out: torch.Tensor, spec: VaultSpec, cam: Camera, pose: Pose) -
                       full(R_UPPER_ARM), full(R_FOREARM), full(R_HEAD)], 1) * k
     p0 = pix[:, [a for a, _ in seg]]
     p1 = pix[:, [b for _, b in seg]]
-    reach = np.linalg.norm(pix - pix[:, :1], axis=-1).max() + radii.max() + 2
-    box = int(math.ceil(2 * reach)) + 1
-    ox = np.floor(pix[:, 0, 0] - box / 2).astype(np.int64)
-    oy = np.floor(pix[:, 0, 1] - box / 2).astype(np.int64)
-    size = out.shape[1]
-    visible = np.nonzero((ox + box > 0) & (ox < size) & (oy + box > 0) & (oy < size))[0]
-    skin = torch.tensor(SKINS[spec.skin % len(SKINS)])
-    suit_front, suit_back = (torch.tensor(c) for c in LEOTARDS[spec.leotard % len(LEOTARDS)])
-    for idx in chunks(visible, p0.shape[1] * box * box):
-        def t_(a):
-            return torch.from_numpy(np.ascontiguousarray(a[idx])).float()
-        r = t_(radii)
-        cov, px, py = capsules(t_(p0), t_(p1), r, t_(ox), t_(oy), box)
-        nt, ph = t_(n), t_(phi)[:, None, None]
-        legs = cov[:, 0:4].amax(1)
-        arm = cov[:, 5:7].amax(1)
-        off = px[:, 4] * nt[:, 0, None, None] + py[:, 4] * nt[:, 1, None, None]
-        front = side_weight(off, r[:, 4, None, None], ph)[..., None]
-        suit = front * suit_front + (1 - front) * suit_back
-        off = px[:, 7] * nt[:, 0, None, None] + py[:, 7] * nt[:, 1, None, None]
-        face = side_weight(off, r[:, 7, None, None], ph)[..., None]
-        head_color = face * skin + (1 - face) * torch.tensor(HAIR)
-        color = legs[..., None] * skin
-        alpha = legs
-        for a, c in ((cov[:, 4], suit), (arm, skin), (cov[:, 7], head_color)):
-            color = color * (1 - a[..., None]) + c * a[..., None]
-            alpha = alpha * (1 - a) + a
-        composite(out, color, alpha, ox[idx], oy[idx], idx)
+    colors = FigureColors(SKINS[spec.skin % len(SKINS)], *LEOTARDS[spec.leotard % len(LEOTARDS)], HAIR)
+    draw_figure(out, p0, p1, radii, n, phi, figure_crops(pix, radii, out.shape[1]), colors, GYMNAST_PARTS)
 
 
 @torch.no_grad()
