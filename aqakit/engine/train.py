@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 import aqakit
 from aqakit.media import checkpoint, locking
 from aqakit.engine import distributed, finetune, follow, throughput
-from aqakit.engine.data import (attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record, make_loader,
-                         next_epoch, resolve_splits, to_device, training_labels, video_transform)
+from aqakit.engine.data import (Splits, attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record,
+                         make_loader, next_epoch, resolve_splits, to_device, training_labels, video_transform)
 from aqakit.errors import AqakitError
 from aqakit.engine.evaluate import evaluate
 from aqakit.engine.runtime import autocast, pick_device, recompute_batchnorm, resolve_amp, seed_everything
@@ -119,30 +120,135 @@ def train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None = None, r
         distributed.shutdown(dist)
 
 
+@dataclass
+class RunState:
+    """What a run carries from setup to summary: where it runs, its model and optimisation, data and record."""
+
+    recipe: Recipe
+    dist: distributed.DistInfo
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    folder: Path
+    model: AQAModel
+    net: torch.nn.Module  # ``model``, or ``model`` in DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    splits: Splits
+    metric_name: str  # the validation metric that picks best.pt
+    mode: str  # 'max' or 'min'
+    components: dict[str, list[Any]]
+    imported: list[str]
+    head_state: dict[str, Any]
+    input_spec: dict[str, Any]  # what `aqakit predict` resamples any input to
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": None})
+    start_epoch: int = 0
+    kept_loaders: dict[tuple[str, bool], Any] = field(default_factory=dict)  # data.persistent_workers: one per split
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.pt"
+
+    def loader(self, split: str, epoch: int, shuffle: bool) -> Any:
+        """The loader of ``split`` for ``epoch``: a kept one (persistent workers) pointed at it, or a new one."""
+        recipe = self.recipe
+        if (split, shuffle) in self.kept_loaders:
+            return next_epoch(self.kept_loaders[split, shuffle], recipe.seed, epoch)
+        eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
+        frame_size = self.model.backbone.spec.frame_size
+        made = make_loader(self.splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
+                           num_workers=recipe.data.num_workers, shuffle=shuffle, seed=recipe.seed, epoch=epoch,
+                           dist=self.dist, transform=video_transform(recipe, frame_size, augment=shuffle),
+                           pin_memory=throughput.loader_pin_memory(recipe.data.pin_memory, self.device),
+                           persistent_workers=recipe.data.persistent_workers,
+                           prefetch_factor=recipe.data.prefetch_factor)
+        if recipe.data.persistent_workers and recipe.data.num_workers > 0:
+            self.kept_loaders[split, shuffle] = made
+        return made
+
+    def snapshot(self, epoch: int) -> dict[str, Any]:
+        """The checkpoint after ``epoch`` epochs."""
+        return {"recipe": self.recipe.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": epoch, "history": self.history, "best": self.best,
+                "selection": {"metric": self.metric_name, "mode": self.mode}, "components": self.components,
+                "head_state": self.head_state, "input": self.input_spec, "aqakit_version": aqakit.__version__}
+
+
 def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume: bool,
            dist: distributed.DistInfo, held: ExitStack) -> dict[str, Any]:
-    registry = plugins.registry
+    """The run: setup, epochs, final evaluation, summary (``held`` keeps the run folder locked)."""
+    # -- setup: device and threads, run folder (and the checkpoint to resume), data, model, optimisation -----
+    device, amp_dtype, threads = _configure(recipe, dist, held)
+    folder, resumed, loggers = _prepare_folder(recipe, plugins, run_dir, resume, dist, held)
+    state = _build_run(recipe, plugins, dist, device, amp_dtype, threads, folder, resumed)
+
+    # -- epochs ------------------------------------------------------------------------------------
+    epochs = recipe.train.epochs
+    steps_per_epoch = len(state.loader("train", state.start_epoch, shuffle=True))
+    progress = _start_following(state, loggers, steps_per_epoch)
+    held.callback(progress.close)
+    for epoch in range(state.start_epoch, epochs):
+        seed_everything(recipe.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # replayable per epoch
+        t0 = time.time()
+        train_metrics = _train_epoch(state, epoch, progress, loggers)
+        state.scheduler.step()
+        if recipe.train.precise_bn:
+            _precise_batchnorm(state, epoch)
+        val_metrics, improved = _validate_and_save(state, epoch, train_metrics, t0, loggers)
+        _show_epoch(state, epoch, progress, train_metrics["loss"], val_metrics, improved, t0)
+    progress.close()
+
+    # -- final evaluation: last epoch and best-on-val, on val and test -------------------------------
+    fingerprints = distributed.all_gather_objects(dist, distributed.parameter_fingerprint(state.model))
+    summary = _final_evaluation(state)
+    summary["weights_fingerprint"] = fingerprints  # last-epoch weights of every rank: equal under DDP
+    summary["run_dir"] = str(folder)
+    summary["provenance"] = {"aqakit_version": aqakit.__version__, "allow_imports": bool(state.imported),
+                             "imported": state.imported}
+    _finish(state, plugins, loggers, summary)
+    return summary
+
+
+def _configure(recipe: Recipe, dist: distributed.DistInfo,
+               held: ExitStack) -> tuple[torch.device, torch.dtype | None, int]:
+    """The run's device, AMP dtype and CPU threads; threads and cuDNN as they were once ``held`` closes."""
     device = pick_device(recipe.train.device, dist)
     amp_dtype = resolve_amp(recipe.train.amp, device)
-    held.enter_context(throughput.kept_settings())  # threads and cuDNN as they were once the run ends
+    held.enter_context(throughput.kept_settings())
     threads = throughput.set_threads(recipe.train.threads)
     if recipe.train.deterministic:
         throughput.make_deterministic()
     torch.backends.cudnn.benchmark = recipe.train.cudnn_benchmark  # validation: only without determinism
+    return device, amp_dtype, threads
 
-    # -- run folder: rank 0 locks it for the whole run and picks the checkpoint; the others follow -------
+
+def _prepare_folder(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume: bool,
+                    dist: distributed.DistInfo, held: ExitStack
+                    ) -> tuple[Path, dict[str, Any] | None, follow.LoggerSet]:
+    """The run folder, the checkpoint to resume from (None for a new run) and rank 0's loggers.
+
+    Rank 0 locks the folder until ``held`` closes and picks the checkpoint; the others follow its verdict.
+    """
     if resume and run_dir is None:
         raise AqakitError("--resume needs --run-dir: the folder of the run to continue")
-    run = Path(distributed.broadcast_object(dist, str(run_dir or default_run_dir(recipe))))
-    ckpt_dir = run / "checkpoints"
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    state: dict[str, Any] | None = None
+    folder = Path(distributed.broadcast_object(dist, str(run_dir or default_run_dir(recipe))))
+    resumed: dict[str, Any] | None = None
     verdict: tuple[str | None, str | None] = (None, None)  # (error, checkpoint to resume from)
     loggers = follow.LoggerSet()  # rank 0's; made first: a logger that cannot be made stops the run at once
     if dist.is_main:
         try:
-            loggers = follow.build_loggers(recipe, registry)
-            source, state = open_run_folder(run, resume, held)
+            loggers = follow.build_loggers(recipe, plugins.registry)
+            source, resumed = open_run_folder(folder, resume, held)
             held.callback(loggers.close)  # closed before the folder's lock is released, however the run ends
             verdict = (None, str(source) if source else None)
         except AqakitError as exc:  # every rank raises it: none waits for a rank that gave up
@@ -151,11 +257,44 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
     if error:
         raise AqakitError(error)
     if source is not None:
-        if state is None:
-            state = checkpoint.load(source, require=checkpoint.RESUME_KEYS)
-        _check_same_recipe(recipe, state["recipe"], Path(source))
+        if resumed is None:
+            resumed = checkpoint.load(source, require=checkpoint.RESUME_KEYS)
+        _check_same_recipe(recipe, resumed["recipe"], Path(source))
+    return folder, resumed, loggers
 
-    # -- data, model, optimisation -------------------------------------------------------------------
+
+def _build_run(recipe: Recipe, plugins: Plugins, dist: distributed.DistInfo, device: torch.device,
+               amp_dtype: torch.dtype | None, threads: int, folder: Path,
+               resumed: dict[str, Any] | None) -> RunState:
+    """Data, model and optimisation, restored from ``resumed`` when given; rank 0 writes recipe.yaml and splits.json."""
+    splits, model, head_state = _data_and_model(recipe, plugins, dist, resumed)
+    _place(model, recipe, device)
+    optimizer = build_optimizer(recipe, model)
+    scheduler = build_scheduler(recipe, optimizer)
+    _log(dist, throughput.describe(device, threads, recipe, optimizer))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    metric_name, mode = selection(recipe, model)
+    history, best, start_epoch = _restore(resumed, model, optimizer, scheduler, scaler)
+    components = _components(recipe, plugins)
+    imported = _imported(components, plugins, dist)
+    if dist.is_main:
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(folder / "recipe.yaml", dump_yaml(recipe))
+        checkpoint.atomic_write_json(folder / "splits.json", splits.record)
+    net = DistributedDataParallel(model) if dist.enabled else model
+    input_spec = resumed["input"] if resumed is not None and "input" in resumed else input_record(
+        splits.sets["train"][0], model.backbone.spec)
+    return RunState(recipe=recipe, dist=dist, device=device, amp_dtype=amp_dtype, folder=folder, model=model,
+                    net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler, splits=splits,
+                    metric_name=metric_name, mode=mode, components=components, imported=imported,
+                    head_state=head_state, input_spec=input_spec, history=history, best=best,
+                    start_epoch=start_epoch)
+
+
+def _data_and_model(recipe: Recipe, plugins: Plugins, dist: distributed.DistInfo,
+                    resumed: dict[str, Any] | None) -> tuple[Splits, AQAModel, dict[str, Any]]:
+    """The seeded splits and the model, its heads fitted to the training labels (or restored from ``resumed``)."""
+    registry = plugins.registry
     seed_everything(recipe.seed)
     dataset = build_dataset(recipe, registry)
     splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed, recipe.data.train_size,
@@ -166,201 +305,200 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
         _log(dist, f"aqakit: {frozen_note}")
     check_keys(recipe, dict(model.heads), dataset)
     splits = attach_exemplars(splits, dataset, exemplar_spec(dict(model.heads)), recipe.seed)
-    if state is not None:
-        head_state = state.get("head_state", {})
+    if resumed is not None:
+        head_state = resumed.get("head_state", {})
         model.restore_heads(head_state)
     else:
         head_state = model.fit_heads(training_labels(dataset, splits))
+    return splits, model, head_state
+
+
+def _place(model: AQAModel, recipe: Recipe, device: torch.device) -> None:
+    """Move ``model`` to ``device``; channels-last and a compiled backbone when the recipe asks."""
     model.to(device)
     if recipe.train.channels_last:
         model.use_channels_last()
     if recipe.train.compile:
         throughput.compile_backbone(model, device)
-    optimizer = build_optimizer(recipe, model)
-    scheduler = build_scheduler(recipe, optimizer)
-    _log(dist, throughput.describe(device, threads, recipe, optimizer))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    metric_name, mode = selection(recipe, model)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": None, "value": None}
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best, start_epoch = state["history"], state["best"], state["epoch"]
-    components = {
-        "backbone": [recipe.model.backbone.name, plugins.distribution_of("backbone", recipe.model.backbone.name)],
-        "aggregator": [recipe.model.aggregator.name, plugins.distribution_of("aggregator", recipe.model.aggregator.name)],
-        "dataset": [recipe.data.dataset.name, plugins.distribution_of("dataset", recipe.data.dataset.name)],
-        **{f"heads.{h}": [c.name, plugins.distribution_of("head", c.name)] for h, c in recipe.model.heads.items()},
+
+
+def _restore(resumed: dict[str, Any] | None, model: AQAModel, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler
+             ) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """Load ``resumed`` into the model and optimisation; return (history, best, start epoch), empty for a new run."""
+    if resumed is None:
+        return [], {"epoch": None, "value": None}, 0
+    model.load_state_dict(resumed["model"])
+    optimizer.load_state_dict(resumed["optimizer"])
+    scheduler.load_state_dict(resumed["scheduler"])
+    scaler.load_state_dict(resumed["scaler"])
+    return resumed["history"], resumed["best"], resumed["epoch"]
+
+
+def _components(recipe: Recipe, plugins: Plugins) -> dict[str, list[Any]]:
+    """Each component of the recipe as [name, distribution that registers it]."""
+    def named(kind: str, name: str) -> list[Any]:
+        return [name, plugins.distribution_of(kind, name)]
+
+    return {
+        "backbone": named("backbone", recipe.model.backbone.name),
+        "aggregator": named("aggregator", recipe.model.aggregator.name),
+        "dataset": named("dataset", recipe.data.dataset.name),
+        **{f"heads.{h}": named("head", c.name) for h, c in recipe.model.heads.items()},
     }
-    imported = [f"{what} '{name}'" for what, (name, _) in components.items() if name in registry.imported]
+
+
+def _imported(components: dict[str, list[Any]], plugins: Plugins, dist: distributed.DistInfo) -> list[str]:
+    """The components imported by --allow-imports (said once, on rank 0)."""
+    imported = [f"{what} '{name}'" for what, (name, _) in components.items() if name in plugins.registry.imported]
     if imported:
         _log(dist, f"aqakit: --allow-imports: this run imports code its recipe names: {', '.join(imported)} "
                    "(recorded in summary.json; its checkpoints load only where a plugin registers them)")
-    if dist.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write_text(run / "recipe.yaml", dump_yaml(recipe))
-        checkpoint.atomic_write_json(run / "splits.json", splits.record)
-    net = DistributedDataParallel(model) if dist.enabled else model
-    eval_bs = recipe.data.eval_batch_size or recipe.data.batch_size
+    return imported
 
-    frame_size = model.backbone.spec.frame_size
-    # what `aqakit predict` resamples any input to: the window length the model was trained on
-    input_spec = state["input"] if state is not None and "input" in state else input_record(
-        splits.sets["train"][0], model.backbone.spec)
 
-    kept_loaders: dict[tuple[str, bool], Any] = {}  # data.persistent_workers: one loader per split for the run
+def _train_epoch(state: RunState, epoch: int, progress: follow.Progress, loggers: follow.LoggerSet) -> dict[str, float]:
+    """One epoch of optimizer steps; the train metrics averaged over every rank's samples, and the lr."""
+    recipe, optimizer = state.recipe, state.optimizer
+    state.net.train()
+    finetune.freeze_batchnorm(state.model, recipe.train.finetune)
+    train_loader = state.loader("train", epoch, shuffle=True)
+    sums: dict[str, float] = {}
+    seen = 0
+    optimizer.zero_grad(set_to_none=True)
+    steps = len(train_loader)
+    window: dict[str, float] = {}  # step metrics for the loggers: sums over the batches since the last log
+    window_seen = 0
+    for step, batch in enumerate(train_loader):
+        batch = to_device(batch, state.device)
+        total, parts = _train_step(state, batch, epoch, step, steps)
+        n = len(batch["index"])
+        seen += n
+        window_seen += n
+        for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
+            weighted = float(value.detach()) * n
+            sums[name] = sums.get(name, 0.0) + weighted
+            window[name] = window.get(name, 0.0) + weighted
+        progress.step(epoch, step, sums["loss"] / seen)
+        if (step + 1) % recipe.train.log_every == 0 or step + 1 == steps:
+            loggers.log_step(epoch * steps + step + 1, epoch + 1, {
+                **{k: v / window_seen for k, v in window.items()}, "lr": optimizer.param_groups[0]["lr"]})
+            window, window_seen = {}, 0
+    gathered = distributed.all_gather_objects(state.dist, (sums, seen))  # average over every rank's samples
+    seen = sum(n for _, n in gathered)
+    train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
+    train_metrics["lr"] = optimizer.param_groups[0]["lr"]
+    return train_metrics
 
-    def loader(split: str, epoch: int, shuffle: bool):
-        if (split, shuffle) in kept_loaders:
-            return next_epoch(kept_loaders[split, shuffle], recipe.seed, epoch)
-        made = make_loader(splits.sets[split], batch_size=recipe.data.batch_size if shuffle else eval_bs,
-                           num_workers=recipe.data.num_workers, shuffle=shuffle, seed=recipe.seed, epoch=epoch,
-                           dist=dist, transform=video_transform(recipe, frame_size, augment=shuffle),
-                           pin_memory=throughput.loader_pin_memory(recipe.data.pin_memory, device),
-                           persistent_workers=recipe.data.persistent_workers,
-                           prefetch_factor=recipe.data.prefetch_factor)
-        if recipe.data.persistent_workers and recipe.data.num_workers > 0:
-            kept_loaders[split, shuffle] = made
-        return made
 
-    def snapshot(epoch: int) -> dict[str, Any]:
-        return {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                "history": history, "best": best, "selection": {"metric": metric_name, "mode": mode},
-                "components": components, "head_state": head_state, "input": input_spec,
-                "aqakit_version": aqakit.__version__}
-
-    # -- epochs ------------------------------------------------------------------------------------
-    epochs, accum = recipe.train.epochs, recipe.train.grad_accum
-    steps_per_epoch = len(loader("train", start_epoch, shuffle=True))
-    progress = _start_following(recipe, loggers, dist, run, device, amp_dtype, model, splits, steps_per_epoch,
-                                start_epoch, history, (metric_name, mode))
-    held.callback(progress.close)
-    for epoch in range(start_epoch, epochs):
-        seed_everything(recipe.seed * 1_000_003 + epoch * 1_009 + dist.rank)  # replayable per epoch
-        t0 = time.time()
-        net.train()
-        finetune.freeze_batchnorm(model, recipe.train.finetune)
-        train_loader = loader("train", epoch, shuffle=True)
-        sums: dict[str, float] = {}
-        seen = 0
+def _train_step(state: RunState, batch: dict[str, Any], epoch: int, step: int,
+                steps: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward and backward of one batch; the optimizer steps on the last batch of its accumulation group.
+    Returns the batch's (total loss, loss per head)."""
+    recipe, dist, scaler, optimizer = state.recipe, state.dist, state.scaler, state.optimizer
+    accum = recipe.train.grad_accum
+    group = accumulation_group(step, accum, steps)
+    sync = step % accum == group - 1  # the last batch of its group: step the optimizer
+    with state.net.no_sync() if dist.enabled and not sync else nullcontext():
+        with autocast(state.device, state.amp_dtype):
+            outputs = state.net(batch)
+            total, parts = state.model.loss(outputs, batch)
+        if not torch.isfinite(total):
+            raise AqakitError(f"loss became {float(total)} at epoch {epoch + 1} step {step + 1}; "
+                              "lower train.optimizer.lr or check the labels")
+        scaler.scale(total / group).backward()
+    if sync:
+        if recipe.train.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), recipe.train.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        steps = len(train_loader)
-        window: dict[str, float] = {}  # step metrics for the loggers: sums over the batches since the last log
-        window_seen = 0
-        for step, batch in enumerate(train_loader):
-            batch = to_device(batch, device)
-            group = accumulation_group(step, accum, steps)
-            sync = step % accum == group - 1  # the last batch of its group: step the optimizer
-            with net.no_sync() if dist.enabled and not sync else nullcontext():
-                with autocast(device, amp_dtype):
-                    outputs = net(batch)
-                    total, parts = model.loss(outputs, batch)
-                if not torch.isfinite(total):
-                    raise AqakitError(f"loss became {float(total)} at epoch {epoch + 1} step {step + 1}; "
-                                      "lower train.optimizer.lr or check the labels")
-                scaler.scale(total / group).backward()
-            if sync:
-                if recipe.train.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            n = len(batch["index"])
-            seen += n
-            window_seen += n
-            for name, value in {"loss": total, **{f"{h}.loss": v for h, v in parts.items()}}.items():
-                weighted = float(value.detach()) * n
-                sums[name] = sums.get(name, 0.0) + weighted
-                window[name] = window.get(name, 0.0) + weighted
-            progress.step(epoch, step, sums["loss"] / seen)
-            if (step + 1) % recipe.train.log_every == 0 or step + 1 == steps:
-                loggers.log_step(epoch * steps + step + 1, epoch + 1, {
-                    **{k: v / window_seen for k, v in window.items()}, "lr": optimizer.param_groups[0]["lr"]})
-                window, window_seen = {}, 0
-        gathered = distributed.all_gather_objects(dist, (sums, seen))  # average over every rank's samples
-        seen = sum(n for _, n in gathered)
-        train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
-        train_metrics["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        if recipe.train.precise_bn:  # batches in another order than this epoch's (its shuffle seed differs)
-            recompute_batchnorm(model, loader("train", epochs + epoch, shuffle=True), recipe.train.precise_bn,
-                                device, amp_dtype, dist,
-                                keep=model.backbone if recipe.train.finetune.freeze_bn else None)
-        entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
-        improved = False
-        if "val" in splits.sets:
-            val_metrics = evaluate(model, loader("val", epoch, shuffle=False), device, amp_dtype, dist, desc="val")
-            if metric_name not in val_metrics:
-                raise AqakitError(f"recipe field 'train.select.metric': '{metric_name}' is not a validation metric; "
-                                  f"available: {', '.join(sorted(val_metrics))}")
-            entries.append({"epoch": epoch + 1, "split": "val", "metrics": val_metrics})
-            improved = is_better(val_metrics[metric_name], best["value"], mode)
-        else:
-            improved = True  # no validation split: the latest epoch is the best we know
-            val_metrics = {}
-        if improved:
-            best = {"epoch": epoch + 1, "value": val_metrics.get(metric_name)}
-        history.extend(entries)
-        if dist.is_main:
-            if improved:
-                checkpoint.save(best_path, snapshot(epoch + 1))
-            checkpoint.save(last_path, snapshot(epoch + 1), previous=ckpt_dir / PREVIOUS)
-            loggers.log_epoch(epoch + 1, entries)  # after the checkpoint: a resumed run rewrites from its history
-        distributed.barrier(dist)
-        eta = progress.eta() if epoch + 1 < epochs else None
-        progress.write(f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f}  "
-                       f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
-                       f"({time.time() - t0:.1f}s{f', eta {follow.duration(eta)}' if eta is not None else ''})")
-        if metric_name in val_metrics:
-            progress.set_metric(f"{metric_name} {val_metrics[metric_name]:.4f} "
-                                f"(best {best['value']:.4f} @{best['epoch']})")
-    progress.close()
+    return total, parts
 
-    # -- final evaluation: last epoch and best-on-val, on val and test -------------------------------
-    fingerprints = distributed.all_gather_objects(dist, distributed.parameter_fingerprint(model))
-    summary = _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best,
-                                best_path, metric_name, mode)
-    summary["weights_fingerprint"] = fingerprints  # last-epoch weights of every rank: equal under DDP
-    summary["run_dir"] = str(run)
-    summary["provenance"] = {"aqakit_version": aqakit.__version__, "allow_imports": bool(imported),
-                             "imported": imported}
+
+def _precise_batchnorm(state: RunState, epoch: int) -> None:
+    """train.precise_bn: recompute the BatchNorm statistics on batches in another order than this epoch's
+    (its shuffle seed differs)."""
+    recipe, model = state.recipe, state.model
+    recompute_batchnorm(model, state.loader("train", recipe.train.epochs + epoch, shuffle=True),
+                        recipe.train.precise_bn, state.device, state.amp_dtype, state.dist,
+                        keep=model.backbone if recipe.train.finetune.freeze_bn else None)
+
+
+def _validate_and_save(state: RunState, epoch: int, train_metrics: dict[str, float], t0: float,
+                       loggers: follow.LoggerSet) -> tuple[dict[str, float], bool]:
+    """Validate, record the epoch in the history, save best.pt (when improved) and last.pt, log the epoch.
+    Returns (validation metrics, whether this epoch is the best so far)."""
+    dist, metric_name = state.dist, state.metric_name
+    entries = [{"epoch": epoch + 1, "split": "train", "metrics": train_metrics, "seconds": round(time.time() - t0, 3)}]
+    if "val" in state.splits.sets:
+        val_metrics = evaluate(state.model, state.loader("val", epoch, shuffle=False), state.device, state.amp_dtype,
+                               dist, desc="val")
+        if metric_name not in val_metrics:
+            raise AqakitError(f"recipe field 'train.select.metric': '{metric_name}' is not a validation metric; "
+                              f"available: {', '.join(sorted(val_metrics))}")
+        entries.append({"epoch": epoch + 1, "split": "val", "metrics": val_metrics})
+        improved = is_better(val_metrics[metric_name], state.best["value"], state.mode)
+    else:
+        improved = True  # no validation split: the latest epoch is the best we know
+        val_metrics = {}
+    if improved:
+        state.best = {"epoch": epoch + 1, "value": val_metrics.get(metric_name)}
+    state.history.extend(entries)
     if dist.is_main:
-        checkpoint.atomic_write_json(run / "summary.json", summary)
-        (ckpt_dir / PREVIOUS).unlink(missing_ok=True)  # finished: last.pt and best.pt are what it keeps
-        _write_report(run, plugins, loggers, epochs)
+        if improved:
+            checkpoint.save(state.best_path, state.snapshot(epoch + 1))
+        checkpoint.save(state.last_path, state.snapshot(epoch + 1), previous=state.ckpt_dir / PREVIOUS)
+        loggers.log_epoch(epoch + 1, entries)  # after the checkpoint: a resumed run rewrites from its history
     distributed.barrier(dist)
-    report = f"  report {run / 'report.html'}" if (run / "report.html").is_file() else ""
-    _log(dist, f"done: {run}/summary.json  best epoch {best['epoch']}  "
-               f"test {_short(summary['test'], [metric_name])}{report}")
-    return summary
+    return val_metrics, improved
 
 
-def _start_following(recipe: Recipe, loggers: follow.LoggerSet, dist: distributed.DistInfo, run: Path,
-                     device: torch.device, amp_dtype: torch.dtype | None, model: AQAModel, splits: Any,
-                     steps_per_epoch: int, start_epoch: int, history: list[dict[str, Any]],
-                     selection: tuple[str, str]) -> follow.Progress:
+def _show_epoch(state: RunState, epoch: int, progress: follow.Progress, train_loss: float,
+                val_metrics: dict[str, float], improved: bool, t0: float) -> None:
+    """The epoch's line (with the time left) and the selection metric on the progress display."""
+    epochs, metric_name, best = state.recipe.train.epochs, state.metric_name, state.best
+    eta = progress.eta() if epoch + 1 < epochs else None
+    progress.write(f"epoch {epoch + 1}/{epochs}  train loss {train_loss:.4f}  "
+                   f"{_short(val_metrics, [metric_name])}{'  *best*' if improved else ''}  "
+                   f"({time.time() - t0:.1f}s{f', eta {follow.duration(eta)}' if eta is not None else ''})")
+    if metric_name in val_metrics:
+        progress.set_metric(f"{metric_name} {val_metrics[metric_name]:.4f} "
+                            f"(best {best['value']:.4f} @{best['epoch']})")
+
+
+def _finish(state: RunState, plugins: Plugins, loggers: follow.LoggerSet, summary: dict[str, Any]) -> None:
+    """Rank 0 writes summary.json and the report and drops last.prev.pt; every rank waits, then says where."""
+    dist, folder = state.dist, state.folder
+    if dist.is_main:
+        checkpoint.atomic_write_json(folder / "summary.json", summary)
+        (state.ckpt_dir / PREVIOUS).unlink(missing_ok=True)  # finished: last.pt and best.pt are what it keeps
+        _write_report(folder, plugins, loggers, state.recipe.train.epochs)
+    distributed.barrier(dist)
+    report = f"  report {folder / 'report.html'}" if (folder / "report.html").is_file() else ""
+    _log(dist, f"done: {folder}/summary.json  best epoch {state.best['epoch']}  "
+               f"test {_short(summary['test'], [state.metric_name])}{report}")
+
+
+def _start_following(state: RunState, loggers: follow.LoggerSet, steps_per_epoch: int) -> follow.Progress:
     """Start the loggers (every rank stops if one cannot), print the start block, return the progress display."""
+    recipe, dist, splits = state.recipe, state.dist, state.splits
     error = None
     if dist.is_main:
-        error = loggers.start(RunInfo(run_dir=run, name=recipe.name, recipe=recipe.to_dict(),
+        error = loggers.start(RunInfo(run_dir=state.folder, name=recipe.name, recipe=recipe.to_dict(),
                                       epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch,
-                                      start_epoch=start_epoch, history=tuple(history)))
+                                      start_epoch=state.start_epoch, history=tuple(state.history)))
     error = distributed.broadcast_object(dist, error)
     if error:
         raise AqakitError(error)
     val = splits.record.get("val", {}).get("source", "")
-    _log(dist, follow.start_block(recipe, run=run, device=device, amp_dtype=amp_dtype, world_size=dist.world_size,
-                                  model=model, sizes=splits.record.get("sizes", {}),
+    _log(dist, follow.start_block(recipe, run=state.folder, device=state.device, amp_dtype=state.amp_dtype,
+                                  world_size=dist.world_size, model=state.model, sizes=splits.record.get("sizes", {}),
                                   val_source=val if val == "carved from train" else "",
-                                  steps_per_epoch=steps_per_epoch, start_epoch=start_epoch, selection=selection,
-                                  loggers=loggers.names))
-    return follow.Progress(epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
+                                  steps_per_epoch=steps_per_epoch, start_epoch=state.start_epoch,
+                                  selection=(state.metric_name, state.mode), loggers=loggers.names))
+    return follow.Progress(epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch, start_epoch=state.start_epoch,
                            log_every=recipe.train.log_every, enabled=dist.is_main)
 
 
@@ -379,34 +517,35 @@ def _write_report(run: Path, plugins: Plugins, loggers: follow.LoggerSet, epochs
     loggers.log_images(epochs, images)
 
 
-def _final_evaluation(recipe, model, splits, loader, device, amp_dtype, dist, history, best, best_path,
-                      metric_name, mode) -> dict[str, Any]:
+def _final_evaluation(state: RunState) -> dict[str, Any]:
+    """Test the last epoch's model and the best-on-val one (rank 0 saves the latter's test predictions);
+    the summary's results."""
+    recipe, model, splits, dist, best = state.recipe, state.model, state.splits, state.dist, state.best
     epochs = recipe.train.epochs
-    last_val = next((h["metrics"] for h in reversed(history) if h["split"] == "val"), {})
+    last_val = next((h["metrics"] for h in reversed(state.history) if h["split"] == "val"), {})
     has_test = "test" in splits.sets
     predictions: dict[str, Any] = {}
-    last_test = (evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test", predictions)
-                 if has_test else {})
-    best_val = next((h["metrics"] for h in history if h["split"] == "val" and h["epoch"] == best["epoch"]), {})
+    last_test = (evaluate(model, state.loader("test", epochs, False), state.device, state.amp_dtype, dist, "test",
+                          predictions) if has_test else {})
+    best_val = next((h["metrics"] for h in state.history if h["split"] == "val" and h["epoch"] == best["epoch"]), {})
     best_test = last_test
     if best["epoch"] != epochs:
-        model.load_state_dict(checkpoint.load(best_path)["model"])
+        model.load_state_dict(checkpoint.load(state.best_path)["model"])
         predictions = {}
-        best_test = (evaluate(model, loader("test", epochs, False), device, amp_dtype, dist, "test", predictions)
-                     if has_test else {})
+        best_test = (evaluate(model, state.loader("test", epochs, False), state.device, state.amp_dtype, dist,
+                              "test", predictions) if has_test else {})
     if predictions and dist.is_main:  # per-sample test predictions of the reported (best-on-val) model
-        checkpoint.atomic_write_bytes(best_path.parent.parent / "predictions" / "test.pt",
-                                      lambda f: torch.save(predictions, f))
+        checkpoint.atomic_write_bytes(state.folder / "predictions" / "test.pt", lambda f: torch.save(predictions, f))
     return {
         "recipe": recipe.name,
         "epochs": epochs,
-        "selection": {"metric": metric_name, "mode": mode, "split": "val" if "val" in splits.sets else None},
+        "selection": {"metric": state.metric_name, "mode": state.mode, "split": "val" if "val" in splits.sets else None},
         "best_epoch": best["epoch"],
         "val": best_val,
         "test": best_test,
         "last_epoch": {"epoch": epochs, "val": last_val, "test": last_test},
         "world_size": dist.world_size,
-        "device": str(device),
+        "device": str(state.device),
     }
 
 
