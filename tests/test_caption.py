@@ -286,3 +286,58 @@ def test_restored_head_generates_the_same(mode):
         a, b = head.generate(head(rep)), other.generate(other(rep))
     assert a.equal(b)
     assert other.tokenizer.vocab_size == head.tokenizer.vocab_size
+
+
+# -- repetition blocking and baselines -----------------------------------------------------------------
+
+
+def _trigrams(ids: list[int]) -> list[tuple[int, ...]]:
+    return [tuple(ids[i:i + 3]) for i in range(len(ids) - 2)]
+
+
+@pytest.mark.parametrize("decode", ["greedy", "beam"])
+def test_no_repeat_ngram_blocks_the_loops_of_an_undertrained_decoder(decode):
+    loop = ["a half a half a half a half a half a half"] * 4  # taught to loop on one bigram
+    head = small_head(tokenizer="word", max_len=16)
+    rep = features(batch=4)
+    train(head, rep, loop, steps=60)
+    with torch.no_grad():
+        out = head(rep)
+        free = head.generate(out, decode)
+        head.no_repeat_ngram = 3
+        blocked = head.generate(out, decode)
+    pad = head.tokenizer.pad_id
+
+    def rows(ids):
+        return [[t for t in row if t != pad] for row in ids.tolist()]
+
+    assert any(len(set(_trigrams(r))) < len(_trigrams(r)) for r in rows(free))  # the loop is there...
+    for r in rows(blocked):  # ...and gone: no trigram twice
+        assert len(set(_trigrams(r))) == len(_trigrams(r))
+
+
+def test_no_repeat_ngram_is_validated():
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        small_head(no_repeat_ngram=1)
+
+
+def test_consensus_is_the_most_frequent_then_the_most_typical():
+    from aqakit_caption.baselines import consensus
+
+    assert consensus(["b", "a", "a", "c"]) == "a"
+    typical = ["a clean entry", "a clean entry indeed", "big splash", "a clean rip entry"]
+    assert consensus(typical) == "a clean entry"  # all unique: shares the most words with the rest
+    with pytest.raises(ValueError):
+        consensus([])
+
+
+def test_nearest_by_code_takes_the_closest_group():
+    from aqakit_caption.baselines import nearest_by_code
+
+    codes = [(0, 1), (0, 1), (1, 1), (2, 0)]
+    caps = ["pike one", "pike one again", "tuck one", "free zero"]
+    got = nearest_by_code(codes, caps, [(0, 1), (2, 0), (2, 1), (5, 5)])
+    assert got[0] in ("pike one", "pike one again")
+    assert got[1] == "free zero"
+    assert got[2] in ("pike one", "pike one again")  # one field agrees with every group: the largest
+    assert got[3] in ("pike one", "pike one again")  # no field agrees: the largest group

@@ -77,7 +77,7 @@ class CaptionHead(TaskHead):
                  vocab_size: int = 1000, hidden: int = 512, embed: int = 512, layers: int = 2,
                  dropout: float = 0.2, max_len: int = 100, loss: Literal["token_mean", "paper_sum"] = "token_mean",
                  decode: Literal["greedy", "beam"] = "greedy", beam_size: int = 3,
-                 decoder: Literal["aqakit", "s2vt"] = "aqakit") -> None:
+                 decoder: Literal["aqakit", "s2vt"] = "aqakit", no_repeat_ngram: int = 0) -> None:
         super().__init__()
         _check_choice("tokenizer", tokenizer, ("sentencepiece", "word"))
         _check_choice("loss", loss, ("token_mean", "paper_sum"))
@@ -87,6 +87,8 @@ class CaptionHead(TaskHead):
                             "layers": layers, "max_len": max_len, "beam_size": beam_size}.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if no_repeat_ngram < 0 or no_repeat_ngram == 1:
+            raise ValueError(f"no_repeat_ngram must be 0 (off) or >= 2, got {no_repeat_ngram}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.in_dim, self.seq_dim = in_dim, seq_dim
@@ -94,6 +96,7 @@ class CaptionHead(TaskHead):
         self.hidden, self.embed, self.max_len = hidden, embed, max_len
         self.loss_kind, self.decode_kind, self.beam_size = loss, decode, beam_size
         self.decoder_kind, self.layers = decoder, layers
+        self.no_repeat_ngram = no_repeat_ngram
         gru_dropout = dropout if layers > 1 else 0.0
         self.encoder = nn.GRU(seq_dim, hidden, layers, batch_first=True, dropout=gru_dropout)
         if decoder == "aqakit":
@@ -247,6 +250,8 @@ class CaptionHead(TaskHead):
             logits, state = self._step(tokens, context, state)
             logits = logits[:, -1]
             logits[:, banned] = float("-inf")
+            for row in range(b):
+                logits[row, self._repeats(out[row, :t].tolist())] = float("-inf")
             nxt = logits.argmax(dim=-1)
             done |= nxt == tok.eos_id
             out[:, t] = torch.where(done, out[:, t], nxt)
@@ -268,6 +273,8 @@ class CaptionHead(TaskHead):
             logits, state = self._step(last, context.expand(len(seqs), -1), state)
             logp = logits[:, -1].log_softmax(dim=-1)
             logp[:, banned] = float("-inf")
+            for beam, seq in enumerate(seqs):
+                logp[beam, self._repeats(seq)] = float("-inf")
             alive, ended = _best_extensions(scores[:, None] + logp, self.beam_size, tok.eos_id)
             finished.extend((score, seqs[beam]) for beam, score in ended)
             # scores only fall as sequences grow: stop once no live beam can beat the best finished one
@@ -280,6 +287,14 @@ class CaptionHead(TaskHead):
         else:
             finished.extend(zip(scores.tolist(), seqs))
         return max(finished, key=lambda f: f[0])[1] if finished else []
+
+    def _repeats(self, seq: list[int]) -> list[int]:
+        """Tokens that would repeat an n-gram of ``seq`` (n = ``no_repeat_ngram``; none when off)."""
+        n = self.no_repeat_ngram
+        if n < 2 or len(seq) < n:
+            return []
+        prefix = seq[len(seq) - n + 1:]
+        return [seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i: i + n - 1] == prefix]
 
     def _pad(self, rows: list[list[int]]) -> torch.Tensor:
         out = torch.full((len(rows), self.max_len), self._tok().pad_id, dtype=torch.long)
