@@ -1,7 +1,9 @@
-"""The caption baselines tool on a finished run: the model's row equals the run's own test metrics."""
+"""Diagnostics of a finished multitask run: caption baselines (the model's row equals the run's own test
+metrics) and per-task gradient agreement (benchmarks/task_gradients.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -41,3 +43,28 @@ def test_model_row_is_the_runs_test_metrics_and_both_baselines_are_scored(run, c
 def test_a_missing_run_is_one_error_line(tmp_path, capsys):
     assert baselines.main([str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def _task_gradients():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "task_gradients.py"
+    spec = importlib.util.spec_from_file_location("task_gradients", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("at_init", [False, True])
+def test_task_gradients_prints_a_cosine_per_auxiliary_head(run, capsys, at_init):
+    args = [str(run), "--batches", "2"] + (["--at-init"] if at_init else [])
+    assert _task_gradients().main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| dive_code |") or line.startswith("| caption |")]
+    assert len(rows) == 2
+    for line in rows:
+        cosine = float(line.split("|")[2].split("±")[0])
+        assert -1.0 <= cosine <= 1.0
+
+
+def test_task_gradients_needs_two_heads(run, capsys):
+    assert _task_gradients().main([str(run), "--score", "nope"]) == 2
+    assert "needs the head 'nope'" in capsys.readouterr().err
