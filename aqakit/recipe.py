@@ -74,6 +74,10 @@ class DataConfig:
     ``train_size`` trains on a seeded subset of that many training samples (after the validation part
     is carved off; the test split is never touched). Subsets drawn with the same ``train_size_seed``
     (default: the recipe's ``seed``) are nested: a smaller one lies inside every larger one.
+
+    ``decoded_cache`` keeps decoded frame windows (``memory``: per process, ``disk``: ``.npy`` files in
+    ``decoded_cache_dir``), at most ``decoded_cache_gb``; ``decode_device: cuda`` decodes video files on the
+    GPU with torchcodec (needs ``num_workers: 0``). See aqakit/media/video.py.
     """
 
     dataset: ComponentConfig
@@ -89,6 +93,11 @@ class DataConfig:
     pin_memory: bool | None = None  # page-locked batches for fast, asynchronous copies (null: on CUDA)
     persistent_workers: bool = False  # keep the loader workers for the whole run (resume stays exact)
     prefetch_factor: int | None = None  # batches each worker loads ahead (null: torch's default, 2)
+    # decoded-frame cache; YAML reads a bare `off` as false, which means off too
+    decoded_cache: Literal["off", "memory", "disk"] = "off"
+    decoded_cache_gb: float = 8.0  # memory: per process; disk: the whole folder (trimmed least recently used first)
+    decoded_cache_dir: str | None = None  # disk: where (null: decoded/ under $AQAKIT_CACHE or ~/.cache/aqakit)
+    decode_device: Literal["cpu", "cuda"] = "cpu"  # cuda: video files decoded by torchcodec on the GPU
 
 
 @dataclass
@@ -283,6 +292,7 @@ def validate(data: dict[str, Any], *, registry: Registry | None = None) -> Recip
             )
     _check_loggers(registry, recipe)
     _check_positive(recipe)
+    _check_decoding(recipe)
     return recipe
 
 
@@ -336,6 +346,18 @@ def _check_positive(recipe: Recipe) -> None:
         value = getattr(recipe.model.clips, key)
         if value is not None and value < 1:
             raise RecipeError(f"model.clips.{key}", f"must be positive or null, got {value!r}")
+
+
+def _check_decoding(recipe: Recipe) -> None:
+    """``data.decoded_cache``'s bound, and GPU decoding only in the main process (loader workers cannot
+    use CUDA)."""
+    data = recipe.data
+    if not (data.decoded_cache_gb > 0 and math.isfinite(data.decoded_cache_gb)):
+        raise RecipeError("data.decoded_cache_gb", f"must be a positive number, got {data.decoded_cache_gb!r}")
+    if data.decode_device == "cuda" and data.num_workers > 0:
+        raise RecipeError("data.decode_device",
+                          f"cuda needs data.num_workers: 0 (loader workers cannot use CUDA), got data.num_workers: "
+                          f"{data.num_workers}; set data.num_workers: 0, or data.decode_device: cpu")
 
 
 def _get_path(obj: Any, path: str) -> Any:
@@ -397,7 +419,10 @@ def check_arguments(factory: Any, args: dict[str, Any], path: str, *, what: str)
 
 
 def coerce(value: Any, hint: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` as a string: turn such strings into floats where a float is expected."""
+    """YAML 1.1 reads ``1e-4`` as a string and a bare ``off`` as false: turn such values back into the float
+    or the ``'off'`` choice the field expects."""
+    if value is False and not matches_type(value, hint) and matches_type("off", hint):
+        return "off"
     if isinstance(value, str) and not matches_type(value, hint) and matches_type(1.0, hint):
         try:
             return float(value)

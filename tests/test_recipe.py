@@ -64,6 +64,17 @@ def test_yaml_exponent_strings_become_floats():
 
 
 @needs_toy
+def test_a_bare_off_is_the_off_choice_not_false(tmp_path: Path):
+    recipe = load_recipe(TOY_RECIPE, ["train.amp=off", "data.decoded_cache=off"])  # YAML reads both as false
+    assert recipe.train.amp == "off" and recipe.data.decoded_cache == "off"
+    data = yaml.safe_load(TOY_RECIPE.read_text())
+    data["train"]["amp"] = False
+    assert validate(data).train.amp == "off"
+    with pytest.raises(RecipeError, match="train.amp"):
+        load_recipe(TOY_RECIPE, ["train.amp=true"])  # no 'on' choice: still an error
+
+
+@needs_toy
 def test_resolved_recipe_round_trips():
     recipe = load_recipe(TOY_RECIPE)
     again = validate(yaml.safe_load(yaml.safe_dump(recipe.to_dict())))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import random
@@ -17,10 +18,11 @@ from torch.utils.data import (DataLoader, DistributedSampler, RandomSampler, Sam
 from torch.utils.data import Dataset as TorchDataset
 
 from aqakit.engine.distributed import DistInfo
-from aqakit.errors import AqakitError
+from aqakit.errors import AqakitError, RecipeError
 from aqakit.interfaces import Dataset, ExemplarSpec
 from aqakit.recipe import Recipe
 from aqakit.registry import Registry
+from aqakit.media import video as video_io
 from aqakit.media.video import VideoTransform
 
 
@@ -371,13 +373,30 @@ def training_labels(dataset: Dataset, splits: Splits) -> list[dict[str, Any]]:
     return labels
 
 
-def seed_worker(worker_id: int) -> None:
-    """Worker start: seed NumPy and ``random``; SIGTERM (``kill``, SLURM: sent to every process) stops the
-    worker quietly, as Ctrl-C does, instead of killing it by signal, which the main process reports as
-    an error of its own while it is already stopping."""
+def recipe_decoding(recipe: Recipe, device: torch.device | None = None) -> video_io.Decoding:
+    """The decoding settings of ``data.decoded_cache*`` and ``data.decode_device`` (``cuda``: on the run's
+    GPU ``device``); GPU decoding that cannot work here is a one-line error naming the field."""
+    data = recipe.data
+    gpu = "cpu"
+    if data.decode_device == "cuda":
+        problem = video_io.gpu_decoding_problem()
+        if problem:
+            fix = "pip install torchcodec" if "torchcodec" in problem else "run on a machine with a CUDA GPU"
+            raise RecipeError("data.decode_device", f"cuda: {problem} ({fix}, or set data.decode_device: cpu)")
+        gpu = str(device) if device is not None and device.type == "cuda" and device.index is not None else "cuda"
+    return video_io.Decoding(cache=data.decoded_cache, cache_bytes=int(data.decoded_cache_gb * video_io.GIB),
+                             cache_dir=data.decoded_cache_dir, device=gpu)
+
+
+def seed_worker(worker_id: int, decoding: video_io.Decoding | None = None) -> None:
+    """Worker start: seed NumPy and ``random``; take the main process's ``decoding`` (decoded-frame cache);
+    SIGTERM (``kill``, SLURM: sent to every process) stops the worker quietly, as Ctrl-C does, instead of
+    killing it by signal, which the main process reports as an error of its own while it is already stopping."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    if decoding is not None:
+        video_io.configure_decoding(decoding)
     signal.signal(signal.SIGTERM, _stop_worker)
 
 
@@ -396,7 +415,13 @@ def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle:
     to the next epoch with :func:`next_epoch` instead of making a new one. Each worker then reseeds its
     random generators from (seed, epoch, worker) at its first sample of an epoch, so augmentation and
     exemplar draws replay on resume as with fresh workers (the streams differ from a fresh loader's).
-    ``prefetch_factor``: batches each worker loads ahead (None: torch's default; ignored without workers)."""
+    ``prefetch_factor``: batches each worker loads ahead (None: torch's default; ignored without workers).
+    The workers decode as this process does (:func:`aqakit.media.video.current_decoding`), which must be on
+    the CPU when there are workers."""
+    decoding = video_io.current_decoding()
+    if decoding.device != "cpu" and num_workers > 0:
+        raise RecipeError("data.decode_device", f"{decoding.device} needs data.num_workers: 0 (loader workers "
+                                                f"cannot use CUDA), got {num_workers}")
     ds = Prepared(ds, transform, augment=shuffle)
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     sampler = None
@@ -418,7 +443,7 @@ def make_loader(ds: TorchDataset, *, batch_size: int, num_workers: int, shuffle:
         sampler=sampler,
         num_workers=num_workers,
         generator=generator,
-        worker_init_fn=seed_worker,
+        worker_init_fn=functools.partial(seed_worker, decoding=decoding),
         pin_memory=pin_memory,
         persistent_workers=persistent,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,

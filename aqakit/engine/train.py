@@ -20,10 +20,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import aqakit
-from aqakit.media import checkpoint, locking
+from aqakit.media import checkpoint, locking, video
 from aqakit.engine import distributed, finetune, follow, throughput
 from aqakit.engine.data import (Splits, attach_exemplars, build_dataset, check_keys, exemplar_spec, input_record,
-                         make_loader, next_epoch, resolve_splits, to_device, training_labels, video_transform)
+                         make_loader, next_epoch, recipe_decoding, resolve_splits, to_device, training_labels,
+                         video_transform)
 from aqakit.errors import AqakitError
 from aqakit.engine.evaluate import evaluate
 from aqakit.engine.runtime import autocast, pick_device, recompute_batchnorm, resolve_amp, seed_everything
@@ -221,9 +222,11 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
 
 def _configure(recipe: Recipe, dist: distributed.DistInfo,
                held: ExitStack) -> tuple[torch.device, torch.dtype | None, int]:
-    """The run's device, AMP dtype and CPU threads; threads and cuDNN as they were once ``held`` closes."""
+    """The run's device, AMP dtype and CPU threads; threads, cuDNN and decoding as they were once ``held`` closes."""
     device = pick_device(recipe.train.device, dist)
     amp_dtype = resolve_amp(recipe.train.amp, device)
+    previous_decoding = video.configure_decoding(recipe_decoding(recipe, device))  # the run's loaders take it
+    held.callback(video.configure_decoding, previous_decoding)
     held.enter_context(throughput.kept_settings())
     threads = throughput.set_threads(recipe.train.threads)
     if recipe.train.deterministic:

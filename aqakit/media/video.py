@@ -5,13 +5,22 @@ of image files (``000001.jpg``, ...) sorted by name, the first being frame 0. De
 keyframe before the first wanted frame and stops after the last one, so reading a short window of a
 long video costs about one GOP, not the whole file. Bad input raises :class:`AqakitError` with one
 line that names the file.
+
+Two per-process options (:func:`configure_decoding`, set by a training run from ``data.decoded_cache`` and
+``data.decode_device``): a cache of decoded windows (in memory or as ``.npy`` files on disk), keyed by the
+file's identity and the frame indices, and GPU decoding of video files with torchcodec.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import time
+import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +33,8 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, encode_jpeg
 
 from aqakit.errors import AqakitError
+from aqakit.media import checkpoint
+from aqakit.media.cache import cache_dir
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -299,14 +310,261 @@ def read_frames(path: Path, indices: Sequence[int]) -> torch.Tensor:
     """Frames ``indices`` (any order, repeats allowed) as uint8 ``3 x T x H x W`` RGB.
 
     Each distinct frame is decoded once; a video is decoded only from the keyframe before the
-    first wanted frame up to the last one.
+    first wanted frame up to the last one. With a decoded-frame cache on (:func:`configure_decoding`),
+    a window read before comes from the cache, bit-identical.
     """
     path = Path(path)
     _require_exists(path)
     indices = [int(i) for i in indices]
+    if _settings.cache == "off":
+        return _decode_window(path, indices)
+    return _cached_window(path, indices)
+
+
+def _decode_window(path: Path, indices: list[int]) -> torch.Tensor:
     if path.is_dir():
         return _read_folder(path, indices)
+    if _settings.device != "cpu":
+        return _read_video_gpu(path, indices, _settings.device)
     return _read_video(path, indices)
+
+
+# --------------------------------------------------------------------------- decoding settings
+
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How :func:`read_frames` decodes in this process.
+
+    ``cache``: ``off``; ``memory``, an LRU of decoded windows of at most ``cache_bytes`` in this process
+    (each loader worker holds its own); or ``disk``, one ``.npy`` file per window in ``cache_dir`` (``None``:
+    ``decoded/`` under :func:`aqakit.media.cache.cache_dir`), shared by processes, trimmed to about
+    ``cache_bytes`` (least recently used first). ``device``: ``cpu`` (PyAV), or ``cuda`` / ``cuda:N`` to
+    decode video files with torchcodec on that GPU (frames come back to the CPU; frame folders stay on it)."""
+
+    cache: str = "off"
+    cache_bytes: int = 8 * GIB
+    cache_dir: str | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class _CacheState:
+    memory: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    memory_bytes: int = 0
+    disk_bytes: int | None = None  # the folder's size at the last scan plus what this process wrote since
+    written_since_scan: int = 0
+    warned: bool = False
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("hits", "misses", "evicted", "rewritten"), 0))
+
+
+_settings = Decoding()
+_state = _CacheState()
+
+
+def gpu_decoding_problem() -> str | None:
+    """Why video files cannot be decoded on a GPU here (torchcodec missing, no CUDA), or ``None``."""
+    if importlib.util.find_spec("torchcodec") is None:
+        return "torchcodec is not installed"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA GPU"
+    return None
+
+
+def configure_decoding(settings: Decoding) -> Decoding:
+    """Make ``settings`` this process's decoding; returns the previous settings (to restore them).
+
+    Empties the memory cache and zeroes the counters of :func:`decoded_cache_stats`. A GPU ``device``
+    that cannot be used here (:func:`gpu_decoding_problem`) is a one-line :class:`AqakitError`."""
+    global _settings, _state
+    if settings.cache not in ("off", "memory", "disk"):
+        raise AqakitError(f"decoded-frame cache must be off, memory or disk, got {settings.cache!r}")
+    if not settings.cache_bytes > 0:
+        raise AqakitError(f"decoded-frame cache bound must be a positive number of bytes, got {settings.cache_bytes!r}")
+    if settings.device != "cpu":
+        if not settings.device.startswith("cuda"):
+            raise AqakitError(f"decode device must be cpu or cuda, got {settings.device!r}")
+        problem = gpu_decoding_problem()
+        if problem:
+            raise AqakitError(f"cannot decode videos on {settings.device}: {problem} "
+                              "(pip install torchcodec on a machine with a CUDA GPU, or decode on the cpu)")
+    if settings.cache == "disk" and settings.cache_dir is None:
+        settings = replace(settings, cache_dir=str(cache_dir() / "decoded"))
+    previous, _settings, _state = _settings, settings, _CacheState()
+    return previous
+
+
+def current_decoding() -> Decoding:
+    """This process's decoding settings (a disk cache's folder resolved)."""
+    return _settings
+
+
+def decoded_cache_stats() -> dict[str, int]:
+    """This process's cache counters since :func:`configure_decoding`: ``hits``, ``misses``, ``evicted``
+    (entries dropped to keep the bound), ``rewritten`` (unreadable disk entries decoded again), ``entries``
+    and ``bytes`` (memory cache only)."""
+    return {**_state.stats, "entries": len(_state.memory), "bytes": _state.memory_bytes}
+
+
+# --------------------------------------------------------------------------- the decoded-frame cache
+
+
+CACHE_FORMAT = "aqakit.decoded/1"  # part of every key: a new format never reads an old entry
+STALE_TEMP_S = 3600  # temp files of killed writers older than this are removed when the folder is trimmed
+
+
+def _cache_key(path: Path, indices: list[int]) -> str | None:
+    """What was decoded: the resolved path, its size and mtime (a frame folder's and each wanted frame
+    file's), the indices and the decoder. ``None`` when an index is out of range (decoding says so)."""
+    resolved = path.resolve()
+    st = resolved.stat()
+    parts: list[object] = [CACHE_FORMAT, str(resolved), st.st_mtime_ns, st.st_size]
+    if resolved.is_dir():
+        files = list_frames(resolved)
+        if not all(0 <= i < len(files) for i in indices):
+            return None
+        for i in sorted(set(indices)):
+            fst = files[i].stat()
+            parts.append((files[i].name, fst.st_mtime_ns, fst.st_size))
+        parts.append("images")
+    else:
+        parts.append("pyav" if _settings.device == "cpu" else "torchcodec-cuda")  # GPU colour conversion differs
+    parts.append(tuple(indices))
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+
+
+def _cached_window(path: Path, indices: list[int]) -> torch.Tensor:
+    key = _cache_key(path, indices)
+    if key is None:
+        return _decode_window(path, indices)
+    memory = _settings.cache == "memory"
+    found = _memory_get(key) if memory else _disk_get(key, len(indices))
+    if found is not None:
+        _state.stats["hits"] += 1
+        return found
+    _state.stats["misses"] += 1
+    video = _decode_window(path, indices)
+    if memory:
+        _memory_put(key, video)
+    else:
+        _disk_put(key, video)
+    return video
+
+
+def _memory_get(key: str) -> torch.Tensor | None:
+    video = _state.memory.get(key)
+    if video is None:
+        return None
+    _state.memory.move_to_end(key)
+    return video.clone()  # the caller may change its copy
+
+
+def _memory_put(key: str, video: torch.Tensor) -> None:
+    size = video.numel() * video.element_size()
+    if size > _settings.cache_bytes:
+        return
+    _state.memory[key] = video.clone()
+    _state.memory_bytes += size
+    while _state.memory_bytes > _settings.cache_bytes:
+        _, old = _state.memory.popitem(last=False)
+        _state.memory_bytes -= old.numel() * old.element_size()
+        _state.stats["evicted"] += 1
+
+
+def _entry(key: str) -> Path:
+    return Path(str(_settings.cache_dir)) / key[:2] / f"{key}.npy"
+
+
+def _disk_get(key: str, frames: int) -> torch.Tensor | None:
+    """The cached window, or ``None`` when there is none or it cannot be read (it is then rewritten)."""
+    file = _entry(key)
+    try:
+        array = np.load(file, mmap_mode=None, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError):  # truncated, damaged or not a .npy file
+        _state.stats["rewritten"] += 1
+        return None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[:2] != (3, frames):
+        _state.stats["rewritten"] += 1
+        return None
+    try:
+        os.utime(file)  # its mtime is its last use: the folder is trimmed least recently used first
+    except OSError:
+        pass
+    return torch.from_numpy(array)
+
+
+def _disk_put(key: str, video: torch.Tensor) -> None:
+    """Write the entry atomically (temp file + rename: no reader sees half of it), then keep the bound."""
+    file, array = _entry(key), video.contiguous().numpy()
+    if array.nbytes > _settings.cache_bytes:
+        return
+    if _state.disk_bytes is None:  # this process's first write: learn the folder's size
+        _trim_disk()
+    try:
+        checkpoint.atomic_write_bytes(file, lambda f: np.save(f, array, allow_pickle=False))
+    except OSError as exc:  # e.g. a full disk: the run goes on without caching
+        if not _state.warned:
+            _state.warned = True
+            warnings.warn(f"decoded-frame cache: cannot write {file} ({_reason(exc)}); going on without it",
+                          RuntimeWarning, stacklevel=2)
+        return
+    size = array.nbytes + 128  # the .npy header
+    _state.disk_bytes = (_state.disk_bytes or 0) + size
+    _state.written_since_scan += size
+    if _state.disk_bytes > _settings.cache_bytes or _state.written_since_scan > _settings.cache_bytes // 16:
+        _trim_disk()  # other processes write too: rescan every 1/16 of the bound written here
+
+
+def _trim_disk() -> None:
+    """Scan the cache folder; delete the least recently used entries beyond 90% of the bound once it is
+    over the bound, and temp files that killed writers left."""
+    folder = Path(str(_settings.cache_dir))
+    entries, now = [], time.time()
+    for file in folder.glob("??/*"):
+        try:
+            st = file.stat()
+        except OSError:  # removed by another process meanwhile
+            continue
+        if file.suffix == ".npy":
+            entries.append((st.st_mtime, st.st_size, file))
+        elif checkpoint.TEMP_FILE.fullmatch(file.name) and now - st.st_mtime > STALE_TEMP_S:
+            file.unlink(missing_ok=True)
+    total = sum(size for _, size, _ in entries)
+    if total > _settings.cache_bytes:
+        for _, size, file in sorted(entries, key=lambda e: e[0]):
+            if total <= 0.9 * _settings.cache_bytes:
+                break
+            file.unlink(missing_ok=True)
+            total -= size
+            _state.stats["evicted"] += 1
+    _state.disk_bytes, _state.written_since_scan = total, 0
+
+
+# --------------------------------------------------------------------------- GPU decoding
+
+
+def _read_video_gpu(path: Path, indices: list[int], device: str) -> torch.Tensor:
+    """Frames of a video file decoded by torchcodec on ``device``, returned on the CPU as ``3 x T x H x W``."""
+    meta = _meta(path)
+    _check_indices(path, indices, meta["frames"])
+    wanted = sorted(set(indices))
+    from torchcodec.decoders import VideoDecoder  # optional: pip install torchcodec
+
+    try:
+        decoder = VideoDecoder(str(path), device=device, seek_mode="exact")
+        frames = decoder.get_frames_at(wanted).data  # N x C x H x W uint8, on the GPU
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise AqakitError(f"{path}: torchcodec cannot decode it on {device} ({_reason(exc)[:200]}); "
+                          "decode on the cpu instead (data.decode_device: cpu)") from None
+    position = {i: n for n, i in enumerate(wanted)}
+    order = torch.tensor([position[i] for i in indices], device=frames.device)
+    return frames.index_select(0, order).permute(1, 0, 2, 3).contiguous().cpu()
 
 
 # --------------------------------------------------------------------------- writers
