@@ -44,18 +44,19 @@ def loader_rate(root: Path, source: str, workers: int, batches: int, batch_size:
 
 
 def model_rate(batch_size: int) -> float:
-    """Clips/s consumed by a paper-size C3D-AVG train step (fp32, all clips in one forward)."""
+    """Clips/s consumed by a paper-size C3D-AVG-MTL train step (the paper recipe's network, fp32, all clips
+    in one forward)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_train_step import batch_of, build, step_batched
+    from bench_train_step import aqakit_step, make_batch, paper_model, paper_recipe
 
-    model = build(1.0)
+    model = paper_model(paper_recipe())
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batch = batch_of(batch_size)
-    step_batched(model, opt, batch, False, False)
+    batch = make_batch(model, batch_size, CLIPS_PER_DIVE, 112)
+    aqakit_step(model, opt, batch, None)
     t0 = time.perf_counter()
-    step_batched(model, opt, batch, False, False)
+    aqakit_step(model, opt, batch, None)
     return batch_size * CLIPS_PER_DIVE / (time.perf_counter() - t0)
 
 

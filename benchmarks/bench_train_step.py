@@ -1,101 +1,240 @@
-"""Paper-size C3D-AVG-MTL train step: aqakit's batched path vs the paper code's clip-by-clip fp32 loop.
+"""Paper-size C3D-AVG-MTL train step and evaluation: aqakit vs the authors' released code, one run.
 
-Prints seconds per step for each variant and the speed-up ratios, measured in ONE run on this machine
-(absolute times drift on shared machines; the ratios are the claim). Usage:
+Both sides run the network of ``recipes/diving_mtl.yaml`` (the release's C3D + fc6 + score + dive code +
+S2VT caption), the caption head fitted on synthetic 70-word captions (5,779 ids, as the release's vocabulary).
+The authors' step mirrors ``train_test_C3DAVG.py``: fp32, one clip at a time through the C3D, the S2VT
+teacher-forced one token per call for all 99 steps (``S2VTModel.py``), summed losses, Adam. Their test phase:
+the same clip loop under ``no_grad`` plus the S2VT's 99-step greedy decoding (``test_phase`` itself skips
+captions; added so that both sides produce the same outputs). Ratios are measured in ONE run (absolute
+times drift on shared machines). Usage:
 
-    python benchmarks/bench_train_step.py [--batch 3] [--steps 2] [--width 1.0]
+    python benchmarks/bench_train_step.py [--batch 3] [--steps 2] [--width 1.0] [--frame-size 112]
+        [--clips 6] [--skip-compile] [--skip-eval]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from aqakit_caption import CaptionHead
 
-from aqakit.engine.model import AQAModel
-from aqakit.recipe import ClipsConfig
-from aqakit_aggregators import AvgAggregator
-from aqakit_c3d import C3D
-from aqakit_diving import DiveCodeHead
-from aqakit_heads import ScoreHead
+from aqakit import plugins
+from aqakit.engine import throughput
+from aqakit.engine.model import AQAModel, build_model
+from aqakit.engine.runtime import autocast, resolve_amp
+from aqakit.engine.train import build_optimizer
+from aqakit.interfaces import Representation
+from aqakit.recipe import Recipe, load_recipe
 
-
-def build(width: float) -> AQAModel:
-    backbone = C3D(width=width)
-    agg = AvgAggregator(in_dim=backbone.spec.feature_dim, proj_dim=round(4096 * width))
-    heads = {"score": ScoreHead(agg.out_dim, scale=17.0), "dive_code": DiveCodeHead(agg.out_dim)}
-    return AQAModel(backbone, agg, heads, {"score": 1.0, "dive_code": 1.0}, ClipsConfig(count=6, stride=16))
-
-
-def batch_of(b: int) -> dict:
-    g = torch.Generator().manual_seed(0)
-    return {"video": torch.randint(0, 255, (b, 3, 96, 112, 112), dtype=torch.uint8, generator=g),
-            "score": torch.rand(b, generator=g) * 100,
-            **{f: torch.zeros(b, dtype=torch.long) for f in ("position", "armstand", "rotation_type", "ss_no", "tw_no")}}
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "diving_mtl.yaml"
+WORDS = [f"w{i}" for i in range(5776)]  # + <eos>, <sos>, <unk>: 5,779 ids (the release's opts.py vocab_size)
+CAPTIONS = [" ".join(WORDS[i:i + 70]) for i in range(0, len(WORDS), 70)]
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+GOALS = {"train step": 2.5, "eval": 2.0}
+CPU = torch.device("cpu")
 
 
-def step_batched(model: AQAModel, opt, batch, amp: bool, channels_last: bool) -> None:
-    video = batch["video"]
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else nullcontext()
-    with ctx:
-        if channels_last:
-            x = model.prepare(video)
-            clips = x.unfold(2, 16, 16).permute(0, 2, 1, 5, 3, 4).flatten(0, 1)  # B*6 clips
-            feats = model.backbone(clips.contiguous(memory_format=torch.channels_last_3d))
-            rep = model.aggregator(feats.reshape(video.shape[0], 6, -1))
-            out = {h: head(rep) for h, head in model.heads.items()}
-        else:
-            out = model(batch)
-        total, _ = model.loss(out, batch)
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
+def paper_recipe(width: float = 1.0, frame_size: int = 112, clips: int = 6) -> Recipe:
+    """The paper recipe, its C3D and fc6 scaled by ``width`` and the input by ``frame_size`` / ``clips``."""
+    return load_recipe(RECIPE, [f"model.backbone.width={width}", f"model.backbone.frame_size={frame_size}",
+                                f"model.aggregator.proj_dim={round(4096 * width)}", f"model.clips.count={clips}"])
 
 
-def step_clip_loop(model: AQAModel, opt, batch) -> None:
-    """As the paper's code: each of the 6 clips through the CNN separately, fp32, then average."""
+def paper_model(recipe: Recipe) -> AQAModel:
+    torch.manual_seed(0)
+    model = build_model(recipe, plugins.registry())
+    model.fit_heads([{"caption": c} for c in CAPTIONS])
+    return model
+
+
+def make_batch(model: AQAModel, b: int, clips: int, size: int) -> dict:
+    batch = {k: v for head in model.heads.values() for k, v in head.example_batch(b).items()}
+    batch["caption"] = [CAPTIONS[i % (len(CAPTIONS) - 1)] for i in range(b)]  # the last one is short
+    batch["video"] = torch.randint(0, 255, (b, 3, 16 * clips, size, size), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0))
+    return batch
+
+
+def release_features(model: AQAModel, batch: dict) -> Representation:
+    """``train_test_C3DAVG.py``'s clip loop: each 16-frame clip through the CNN, then fc6 over their mean."""
     x = model.prepare(batch["video"])
-    feats = torch.stack([model.backbone(x[:, :, i:i + 16].contiguous()) for i in range(0, 96, 16)], dim=1)
-    rep = model.aggregator(feats)
-    out = {h: head(rep) for h, head in model.heads.items()}
-    total, _ = model.loss(out, batch)
-    opt.zero_grad(set_to_none=True)
+    feats = torch.stack([model.backbone(x[:, :, i:i + 16]) for i in range(0, x.shape[2], 16)], dim=1)
+    return model.aggregator(feats)
+
+
+def release_caption_nll(head: CaptionHead, rep: Representation, captions: list[str]) -> torch.Tensor:
+    """``S2VTModel.py`` train mode + ``LanguageModelCriterion``: 99 one-token steps on captions padded to
+    full length, log-softmax per step, masked NLL summed over tokens and averaged over the batch."""
+    context, state = head._start(head(rep))
+    inputs, targets, mask = head.teacher_forcing(captions)
+    pad = head.max_len - inputs.shape[1]
+    inputs, targets, mask = (torch.cat([t, t.new_zeros(t.shape[0], pad)], 1) for t in (inputs, targets, mask))
+    log_probs = []
+    for i in range(head.max_len):  # pad_id == 0 in word mode, as in the release
+        logits, state = head._step(inputs[:, i:i + 1], context, state)
+        log_probs.append(logits.log_softmax(-1))
+    nll = -torch.cat(log_probs, 1).gather(2, targets.unsqueeze(2)).squeeze(2)
+    return (nll * mask).sum() / len(captions)
+
+
+def release_greedy(head: CaptionHead, rep: Representation) -> torch.Tensor:
+    """``S2VTModel.py`` inference mode: 99 greedy steps, no early stop."""
+    context, state = head._start(head(rep))
+    tokens = torch.full((context.shape[0], 1), head.tokenizer.bos_id, dtype=torch.long)
+    words = []
+    for _ in range(head.max_len):
+        logits, state = head._step(tokens, context, state)
+        tokens = logits.log_softmax(-1).argmax(-1)
+        words.append(tokens)
+    return torch.cat(words, 1)
+
+
+def authors_step(model: AQAModel, opt: torch.optim.Optimizer, batch: dict) -> None:
+    model.train()
+    rep = release_features(model, batch)
+    heads = model.heads
+    total = sum(model.weights[h] * heads[h].loss(heads[h](rep), batch) for h in heads if h != "caption")
+    total = total + model.weights["caption"] * release_caption_nll(heads["caption"], rep, batch["caption"])
+    opt.zero_grad()
     total.backward()
     opt.step()
 
 
-def timed(fn, steps: int) -> float:
-    fn()  # warm-up
+def aqakit_step(model: AQAModel, opt: torch.optim.Optimizer, batch: dict, amp: torch.dtype | None) -> None:
+    """As ``aqakit train``'s step: one forward of all clips, the heads' losses, backward, optimizer step."""
+    model.train()
+    with autocast(CPU, amp):
+        total, _ = model.loss(model(batch), batch)
+    total.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def authors_eval(model: AQAModel, batch: dict) -> None:
+    model.eval()
+    rep = release_features(model, batch)
+    outputs = {h: head(rep) for h, head in model.heads.items() if h != "caption"}
+    outputs["caption"] = release_greedy(model.heads["caption"], rep)
+
+
+@torch.inference_mode()
+def aqakit_eval(model: AQAModel, batch: dict, amp: torch.dtype | None = None) -> None:
+    """As ``aqakit evaluate``: one forward, then each head's predictions (the caption generated greedily)."""
+    model.eval()
+    with autocast(CPU, amp):
+        out = model(batch)
+    for h, head in model.heads.items():
+        head.collect(out[h], batch)
+
+
+def timed(fn: Callable[[], None], steps: int) -> float:
+    fn()  # warm-up (and compilation)
     t0 = time.perf_counter()
     for _ in range(steps):
         fn()
     return (time.perf_counter() - t0) / steps
 
 
-def main() -> None:
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "unknown"
+    return next((line.partition(":")[2].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
+def row(name: str, sec: float, base: float, unit: str, per: int = 0) -> float:
+    """Print one timed row (s/step, or dives/s when ``per`` dives) and return its ratio to ``base``."""
+    rate = f"{per / sec:8.2f} dives/s" if per else f"{sec:8.3f} s/step "
+    print(f"{name:<46} {rate}   x{base / sec:.2f} the authors' {unit}")
+    return base / sec
+
+
+def train_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
+    """The authors' step, then aqakit's, adding channels_last_3d, compile and bf16 (where fast) in turn."""
+    model = paper_model(recipe)
+    batch = make_batch(model, args.batch, args.clips, args.frame_size)
+    authors_opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # train_test_C3DAVG.py: optim.Adam(..., lr=0.0001)
+    opt, ratios = build_optimizer(recipe, model), {}
+    base = timed(lambda: authors_step(model, authors_opt, batch), args.steps)
+    row("authors' step (fp32, clip loop, S2VT 99 steps)", base, base, "step")
+
+    def variant(name: str, amp: torch.dtype | None = None) -> str:
+        ratios[name] = row(name, timed(lambda: aqakit_step(model, opt, batch, amp), args.steps), base, "step")
+        return name
+
+    variant("aqakit (fp32, one forward)")
+    model.use_channels_last()
+    name = variant("aqakit + channels_last_3d")
+    missing = "--skip-compile" if args.skip_compile else throughput.compiler_missing(CPU)
+    if missing:
+        why = missing if args.skip_compile else f"torch.compile needs {missing}"
+        print(f"{name + ' + compile':<46} skipped: {why}")
+    else:
+        throughput.compile_backbone(model, CPU)
+        name = variant(name + " + compile")
+    if throughput.cpu_bf16_fast():
+        variant(name + " + bf16", resolve_amp("bf16", CPU))
+    else:
+        print(f"{name + ' + bf16':<46} skipped: no fast bf16 on this CPU ({throughput.cpu_isa()})")
+    return ratios
+
+
+def eval_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
+    model = paper_model(recipe)
+    batch = make_batch(model, args.batch, args.clips, args.frame_size)
+    base = timed(lambda: authors_eval(model, batch), args.steps)
+    row("authors' test phase (no_grad, clip loop)", base, base, "eval", args.batch)
+    ratios = {}
+
+    def variant(name: str, amp: torch.dtype | None = None) -> None:
+        ratios[name] = row(name, timed(lambda: aqakit_eval(model, batch, amp), args.steps), base, "eval", args.batch)
+
+    variant("aqakit eval (inference_mode, one forward)")
+    model.use_channels_last()
+    variant("aqakit eval + channels_last_3d")
+    if throughput.cpu_bf16_fast():
+        variant("aqakit eval + channels_last_3d + bf16", resolve_amp("bf16", CPU))
+    else:
+        print(f"{'aqakit eval + channels_last_3d + bf16':<46} skipped: no fast bf16 on this CPU ({throughput.cpu_isa()})")
+    return ratios
+
+
+def verdict(part: str, ratios: dict[str, float]) -> None:
+    best = max(ratios, key=ratios.get)
+    met = "MET" if ratios[best] >= GOALS[part] else "MISSED"
+    print(f"goal: {part} >= x{GOALS[part]:g} the authors': {met} (best: {best}, x{ratios[best]:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--width", type=float, default=1.0)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    model = build(args.width)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batch = batch_of(args.batch)
-    print(f"C3D-AVG-MTL width {args.width}, batch {args.batch} dives x 6 clips x 16x112x112, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    results = {
-        "paper loop (fp32, clip by clip)": timed(lambda: step_clip_loop(model, opt, batch), args.steps),
-        "aqakit (fp32, one forward)": timed(lambda: step_batched(model, opt, batch, False, False), args.steps),
-        "aqakit (bf16 autocast, one forward)": timed(lambda: step_batched(model, opt, batch, True, False), args.steps),
-        "aqakit (bf16 + channels_last_3d)": timed(lambda: step_batched(model, opt, batch, True, True), args.steps),
-    }
-    base = results["paper loop (fp32, clip by clip)"]
-    for name, sec in results.items():
-        print(f"{name:<38} {sec:8.2f} s/step   speed-up x{base / sec:.2f}")
+    parser.add_argument("--width", type=float, default=1.0, help="C3D channels and fc6 size (1 = paper)")
+    parser.add_argument("--frame-size", type=int, default=112)
+    parser.add_argument("--clips", type=int, default=6, help="16-frame clips per dive")
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--skip-eval", action="store_true")
+    args = parser.parse_args(argv)
+    flags = throughput.cpu_flags()
+    print(f"cpu: {cpu_name()}; isa: {throughput.cpu_isa()}; flags: "
+          + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in FLAGS))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    recipe = paper_recipe(args.width, args.frame_size, args.clips)
+    print(f"C3D-AVG-MTL ({RECIPE.name}) width {args.width}: batch {args.batch} dives x {args.clips} clips x "
+          f"16x{args.frame_size}x{args.frame_size}, caption vocabulary {len(WORDS) + 3}, Adam")
+    verdicts = {"train step": train_rows(args, recipe)}
+    if not args.skip_eval:
+        verdicts["eval"] = eval_rows(args, recipe)
+    for part, ratios in verdicts.items():
+        verdict(part, ratios)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
