@@ -41,9 +41,11 @@ class ComponentConfig:
 @dataclass
 class HeadConfig(ComponentConfig):
     weight: float = 1.0
+    lr_mult: float = 1.0  # the head's parameters learn at train.optimizer.lr x lr_mult
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight, **self.args}
+        extra = {"lr_mult": self.lr_mult} if self.lr_mult != 1.0 else {}  # recipes of older runs stay as written
+        return {"name": self.name, "weight": self.weight, **extra, **self.args}
 
 
 @dataclass
@@ -492,10 +494,15 @@ def _component(cls: type, value: Any, path: str, default_name: str | None = None
     if not isinstance(name, str) or not name:
         raise RecipeError(_join(path, "name"), "missing required field (the registered component name)")
     if cls is HeadConfig:
-        weight = coerce(args.pop("weight", 1.0), float)
-        if not matches_type(weight, float):
-            raise RecipeError(_join(path, "weight"), f"expected float, got {weight!r}")
-        return HeadConfig(name=name, args=args, weight=float(weight))
+        numbers = {}
+        for key in ("weight", "lr_mult"):
+            value = coerce(args.pop(key, 1.0), float)
+            if not matches_type(value, float):
+                raise RecipeError(_join(path, key), f"expected float, got {value!r}")
+            numbers[key] = float(value)
+        if not (numbers["lr_mult"] > 0 and math.isfinite(numbers["lr_mult"])):
+            raise RecipeError(_join(path, "lr_mult"), f"must be a positive number, got {numbers['lr_mult']!r}")
+        return HeadConfig(name=name, args=args, **numbers)
     return ComponentConfig(name=name, args=args)
 
 

@@ -17,7 +17,7 @@ DOCS = ROOT / "docs"
 WRITING = DOCS / "plugins" / "writing.md"
 RECIPES_DOC = DOCS / "recipes.md"
 COMPONENT_FIELDS = {"model.backbone", "model.aggregator", "data.dataset"}
-HEAD_KEYS = {"name", "weight"}  # schema keys of a head entry; the others are the head's arguments
+HEAD_KEYS = {"name", "weight", "lr_mult"}  # schema keys of a head entry; the others are the head's arguments
 TICKED = re.compile(r"`([^`]+)`")
 
 

@@ -53,6 +53,32 @@ def test_apply_freezes_and_groups_learning_rates():
     assert len(finetune.param_groups(whole, OptimizerConfig(), FinetuneConfig())) == 1
 
 
+def test_a_heads_lr_mult_gets_its_own_group():
+    model = Wrapper()
+    model.heads = torch.nn.ModuleDict({"caption": torch.nn.Linear(4, 4), "score": torch.nn.Linear(4, 1)})
+    groups = finetune.param_groups(model, OptimizerConfig(lr=1e-3), FinetuneConfig(),
+                                   {"caption": 10.0, "score": 1.0})
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-2), 1e-3]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.heads["caption"].parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    same = finetune.param_groups(model, OptimizerConfig(lr=1e-3), FinetuneConfig(), {"caption": 1.0})
+    assert len(same) == 2  # no multiplier: the groups of before (checkpoints' optimizer states still load)
+
+
+def test_head_lr_mult_in_recipes():
+    from aqakit.recipe import from_dict
+
+    base = {"name": "x", "model": {"backbone": "c3d", "heads": {"score": {"lr_mult": 5}}},
+            "data": {"dataset": "diving_synth"}}
+    recipe = from_dict(base)
+    assert recipe.model.heads["score"].lr_mult == 5.0 and recipe.model.heads["score"].to_dict()["lr_mult"] == 5.0
+    assert "lr_mult" not in from_dict({**base, "model": {"backbone": "c3d", "heads": {"score": {}}}}
+                                      ).model.heads["score"].to_dict()
+    for bad in (0, -1, "fast"):
+        with pytest.raises(RecipeError, match="model.heads.score.lr_mult"):
+            from_dict({**base, "model": {"backbone": "c3d", "heads": {"score": {"lr_mult": bad}}}})
+
+
 def test_freeze_batchnorm_keeps_running_statistics():
     model = Wrapper()
     model.train()

@@ -68,10 +68,17 @@ def freeze_batchnorm(model: nn.Module, cfg: FinetuneConfig) -> None:
                 module.eval()
 
 
-def param_groups(model: nn.Module, optimizer: OptimizerConfig, cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    """Trainable parameters in two groups: the backbone's at ``lr x backbone_lr_mult``, the rest at ``lr``."""
-    backbone_ids = {id(p) for p in model.backbone.parameters()}
+def param_groups(model: nn.Module, optimizer: OptimizerConfig, cfg: FinetuneConfig,
+                 head_lr_mult: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters in groups: the backbone's at ``lr x backbone_lr_mult``, then one group per head
+    whose ``lr_mult`` (``head_lr_mult``) is not 1, then the rest at ``lr``."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) in backbone_ids], "lr": optimizer.lr * cfg.backbone_lr_mult},
-              {"params": [p for p in trainable if id(p) not in backbone_ids], "lr": optimizer.lr}]
+    taken = {id(p) for p in model.backbone.parameters()}
+    groups = [{"params": [p for p in trainable if id(p) in taken], "lr": optimizer.lr * cfg.backbone_lr_mult}]
+    for head, mult in (head_lr_mult or {}).items():
+        if mult != 1.0:
+            own = {id(p) for p in model.heads[head].parameters()} - taken
+            groups.append({"params": [p for p in trainable if id(p) in own], "lr": optimizer.lr * mult})
+            taken |= own
+    groups.append({"params": [p for p in trainable if id(p) not in taken], "lr": optimizer.lr})
     return [g for g in groups if g["params"]]

@@ -46,7 +46,8 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     """The recipe's optimizer over ``model`` (already on its device): fused kernels on CUDA unless
     ``train.optimizer.fused`` is false."""
     cfg = recipe.train.optimizer
-    params = finetune.param_groups(model, cfg, recipe.train.finetune)
+    params = finetune.param_groups(model, cfg, recipe.train.finetune,
+                                   {h: c.lr_mult for h, c in recipe.model.heads.items()})
     device = next(model.parameters()).device
     options = throughput.optimizer_options(cfg.fused, device)
     if cfg.name == "sgd":
