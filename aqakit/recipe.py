@@ -423,7 +423,7 @@ def check_arguments(factory: Any, args: dict[str, Any], path: str, *, what: str)
 def coerce(value: Any, hint: Any) -> Any:
     """YAML 1.1 reads ``1e-4`` as a string and a bare ``off`` as false: turn such values back into the float
     or the ``'off'`` choice the field expects."""
-    if value is False and not matches_type(value, hint) and matches_type("off", hint):
+    if value is False and not matches_type(value, hint) and _offers_off(hint):
         return "off"
     if isinstance(value, str) and not matches_type(value, hint) and matches_type(1.0, hint):
         try:
@@ -436,6 +436,15 @@ def coerce(value: Any, hint: Any) -> Any:
         except OverflowError:  # an int beyond any float reads as inf, as 1e999 does
             return math.inf if value > 0 else -math.inf
     return value
+
+
+def _offers_off(hint: Any) -> bool:
+    """Whether ``hint`` is a choice (``Literal``, or a union with one) that includes ``'off'``."""
+    if get_origin(hint) is Literal:
+        return "off" in get_args(hint)
+    if get_origin(hint) is Union or get_origin(hint) is types.UnionType:
+        return any(_offers_off(h) for h in get_args(hint))
+    return False
 
 
 # -- generic typed dataclass building ---------------------------------------------------------

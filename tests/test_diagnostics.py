@@ -68,3 +68,14 @@ def test_task_gradients_prints_a_cosine_per_auxiliary_head(run, capsys, at_init)
 def test_task_gradients_needs_two_heads(run, capsys):
     assert _task_gradients().main([str(run), "--score", "nope"]) == 2
     assert "needs the head 'nope'" in capsys.readouterr().err
+
+
+def test_only_heads_predicting_classes_count_as_codes():
+    import torch
+
+    score = {"pred": torch.rand(3), "target": torch.rand(3), "pred_execution": torch.rand(3),
+             "target_execution": torch.rand(3)}
+    code = {"pred_position": torch.tensor([0, 1, 2]), "target_position": torch.tensor([0, 1, 1])}
+    assert baselines._class_fields(score) == []
+    assert baselines._class_fields(code) == ["position"]
+    assert baselines._class_fields({"pred_x": torch.tensor([1])}) == []  # no target beside it

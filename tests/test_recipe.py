@@ -72,6 +72,8 @@ def test_a_bare_off_is_the_off_choice_not_false(tmp_path: Path):
     assert validate(data).train.amp == "off"
     with pytest.raises(RecipeError, match="train.amp"):
         load_recipe(TOY_RECIPE, ["train.amp=true"])  # no 'on' choice: still an error
+    with pytest.raises(RecipeError, match="data.decoded_cache_dir"):
+        load_recipe(TOY_RECIPE, ["data.decoded_cache_dir=false"])  # a str field: false is no folder named 'off'
 
 
 @needs_toy

@@ -235,3 +235,27 @@ def test_resume_accepts_a_run_saved_before_a_recipe_field_existed(toy_plugins, t
     stored["train"]["epochs"] = 99
     with pytest.raises(AqakitError, match="recipe field 'train.epochs' differs"):
         _check_same_recipe(recipe, stored, tmp_path / "last.pt")
+
+
+def test_resume_may_change_how_frames_are_decoded_and_cached(toy_plugins, tmp_path: Path):
+    """Decoding and the decoded-frame cache change no result: a resumed run may switch them (another machine)."""
+    from aqakit.engine.train import _check_same_recipe
+
+    stored = load_recipe(TOY_RECIPE, registry=toy_plugins.registry).to_dict()
+    changed = load_recipe(TOY_RECIPE, ["data.decoded_cache=disk", f"data.decoded_cache_dir={tmp_path}",
+                                       "data.decoded_cache_gb=2"], registry=toy_plugins.registry)
+    _check_same_recipe(changed, stored, tmp_path / "last.pt")
+    with pytest.raises(AqakitError, match="recipe field 'data.batch_size' differs"):
+        _check_same_recipe(load_recipe(TOY_RECIPE, ["data.batch_size=3"], registry=toy_plugins.registry), stored,
+                           tmp_path / "last.pt")
+
+
+def test_the_logged_lr_is_the_recipes_lr_as_scheduled_whatever_the_multipliers(toy_plugins, tmp_path: Path):
+    recipe = load_recipe(TOY_RECIPE, ["train.epochs=1", "train.finetune.backbone_lr_mult=0.1",
+                                      "model.heads.score.lr_mult=5"], registry=toy_plugins.registry)
+    train(recipe, toy_plugins, run_dir=tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "summary.json").read_text())
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["metrics"]["lr"] for r in lines if r.get("split") == "train"]
+    assert lrs and lrs[0] == pytest.approx(recipe.train.optimizer.lr)  # one epoch: lr as the epoch began
+    assert history["best_epoch"] == 1

@@ -386,12 +386,12 @@ def _train_epoch(state: RunState, epoch: int, progress: follow.Progress, loggers
         progress.step(epoch, step, sums["loss"] / seen)
         if (step + 1) % recipe.train.log_every == 0 or step + 1 == steps:
             loggers.log_step(epoch * steps + step + 1, epoch + 1, {
-                **{k: v / window_seen for k, v in window.items()}, "lr": optimizer.param_groups[0]["lr"]})
+                **{k: v / window_seen for k, v in window.items()}, "lr": _base_lr(state)})
             window, window_seen = {}, 0
     gathered = distributed.all_gather_objects(state.dist, (sums, seen))  # average over every rank's samples
     seen = sum(n for _, n in gathered)
     train_metrics = {k: sum(s[k] for s, _ in gathered) / seen for k in sums}
-    train_metrics["lr"] = optimizer.param_groups[0]["lr"]
+    train_metrics["lr"] = _base_lr(state)
     return train_metrics
 
 
@@ -636,6 +636,14 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 LOGGING_FIELDS = ("loggers", "log_every", "tensorboard")  # train.* fields that change no result: free on resume
+DECODING_FIELDS = ("decoded_cache", "decoded_cache_gb", "decoded_cache_dir", "decode_device")  # data.*, the same
+
+
+def _base_lr(state: RunState) -> float:
+    """``train.optimizer.lr`` as scheduled now (groups with an lr multiplier are scaled alike)."""
+    group = state.optimizer.param_groups[0]
+    initial = group.get("initial_lr") or 0.0  # set by every scheduler; 0 for a group frozen by its multiplier
+    return state.recipe.train.optimizer.lr * group["lr"] / initial if initial else group["lr"]
 
 
 def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> None:
@@ -651,7 +659,8 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
 
     def without_logging(data: dict[str, Any]) -> dict[str, Any]:
         train_fields = {k: v for k, v in (data.get("train") or {}).items() if k not in LOGGING_FIELDS}
-        return {**data, "train": train_fields}
+        data_fields = {k: v for k, v in (data.get("data") or {}).items() if k not in DECODING_FIELDS}
+        return {**data, "train": train_fields, "data": data_fields}
 
     try:  # a run saved before a field existed stored no value for it: compare with its default
         stored = from_dict(stored).to_dict()

@@ -97,7 +97,7 @@ def compare(run: str | Path, examples: int = 5) -> dict[str, Any]:
         raise AqakitError(f"{pred_path}: missing; the run has no test predictions (finish it, or train with a test split)")
     predictions = torch.load(pred_path, weights_only=True)
     tok = CaptionTokenizer.from_state(state["head_state"][caption_id]["tokenizer"])
-    max_len = int(heads[caption_id].args.get("max_len", 100))
+    max_len = predictions[caption_id]["generated"].shape[1]  # the head's max_len: generated rows are padded to it
 
     def cut(text: str) -> str:
         return tok.decode(tok.encode(text)[:max_len])
@@ -106,16 +106,14 @@ def compare(run: str | Path, examples: int = 5) -> dict[str, Any]:
     splits = resolve_splits(dataset, recipe.data.val_fraction, recipe.seed, recipe.data.train_size,
                             recipe.data.train_size_seed)
     train = [row for row in training_labels(dataset, splits) if row.get("caption")]
-    test = dataset.labels("test")
     order = [int(i) for i in predictions["index"]]
     references = [tok.decode(row) for row in predictions[caption_id]["reference"].tolist()]
     generated = [tok.decode(row) for row in predictions[caption_id]["generated"].tolist()]
     systems = {"model": generated,
                "most frequent training caption": [cut(consensus([r["caption"] for r in train]))] * len(order)}
-    code_head = next((h for h, p in predictions.items() if isinstance(p, dict)
-                      and any(k.startswith("pred_") for k in p)), None)
+    code_head = next((h for h in heads if _class_fields(predictions.get(h))), None)
     if code_head is not None:
-        fields = [k[len("pred_"):] for k in predictions[code_head] if k.startswith("pred_")]
+        fields = _class_fields(predictions[code_head])
         names = state["head_state"].get(code_head, {}).get("class_names") or {}
 
         def index(field: str, value: Any) -> Any:
@@ -128,8 +126,15 @@ def compare(run: str | Path, examples: int = 5) -> dict[str, Any]:
     rows = {name: caption_scores(references, hyps) for name, hyps in systems.items()}
     shown = [{"index": order[i], "reference": references[i], **{n: h[i] for n, h in systems.items()}}
              for i in range(min(examples, len(order)))]
-    del test
     return {"rows": rows, "examples": shown, "code_head": code_head}
+
+
+def _class_fields(collected: Any) -> list[str]:
+    """Fields a head predicted classes for: integer ``pred_<field>`` with a ``target_<field>`` beside it."""
+    if not isinstance(collected, dict):
+        return []
+    return [k[len("pred_"):] for k, v in collected.items() if k.startswith("pred_")
+            and f"target_{k[len('pred_'):]}" in collected and not v.is_floating_point()]
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

@@ -250,8 +250,9 @@ class CaptionHead(TaskHead):
             logits, state = self._step(tokens, context, state)
             logits = logits[:, -1]
             logits[:, banned] = float("-inf")
-            for row in range(b):
-                logits[row, self._repeats(out[row, :t].tolist())] = float("-inf")
+            if self.no_repeat_ngram:
+                for row, seq in enumerate(out[:, :t].tolist()):
+                    logits[row, self._repeats(seq)] = float("-inf")
             nxt = logits.argmax(dim=-1)
             done |= nxt == tok.eos_id
             out[:, t] = torch.where(done, out[:, t], nxt)
@@ -273,8 +274,9 @@ class CaptionHead(TaskHead):
             logits, state = self._step(last, context.expand(len(seqs), -1), state)
             logp = logits[:, -1].log_softmax(dim=-1)
             logp[:, banned] = float("-inf")
-            for beam, seq in enumerate(seqs):
-                logp[beam, self._repeats(seq)] = float("-inf")
+            if self.no_repeat_ngram:
+                for beam, seq in enumerate(seqs):
+                    logp[beam, self._repeats(seq)] = float("-inf")
             alive, ended = _best_extensions(scores[:, None] + logp, self.beam_size, tok.eos_id)
             finished.extend((score, seqs[beam]) for beam, score in ended)
             # scores only fall as sequences grow: stop once no live beam can beat the best finished one
