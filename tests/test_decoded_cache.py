@@ -1,6 +1,8 @@
 """The decoded-frame cache (``data.decoded_cache``: memory or disk) and GPU decoding with torchcodec
 (``data.decode_device: cuda``): cached windows equal decoded ones, hits, a changed file or a corrupt entry
-decoded again, the LRU bounds, loader workers, a cached training run, recipe validation, the GPU error paths."""
+decoded again, the LRU bounds, trimming that spares foreign files and only warns on errors, the cache folder
+made absolute, a vanished frame file, loader workers, a cached training run, recipe validation, the GPU
+error paths."""
 
 from __future__ import annotations
 
@@ -137,6 +139,63 @@ def test_the_disk_bound_trims_least_recently_used_entries_and_stale_temp_files(s
     assert video.decoded_cache_stats()["evicted"] == 1
 
 
+def test_trimming_deletes_only_the_cache_s_own_files(sources, tmp_path):
+    entry_size = 3 * 2 * 16 * 18 + 128
+    foreign = [tmp_path / "ab" / "mine.npy", tmp_path / "ab" / f"{'cd' * 32}.npy",  # not ab...: not ours
+               tmp_path / "zz" / f"{'a' * 64}.npy", tmp_path / "ab" / ".mine.npy.abcd1234.tmp"]
+    for file in foreign:
+        file.parent.mkdir(exist_ok=True)
+        if file.suffix == ".npy":
+            np.save(file, np.zeros(10 * entry_size, np.uint8))  # large: the first to go were it counted
+        else:
+            file.write_bytes(b"half")  # named like a temp file of a killed writer, but not of an entry
+        os.utime(file, (1000, 1000))  # older than any entry, and than a stale temp file
+    video.configure_decoding(Decoding(cache="disk", cache_bytes=int(1.5 * entry_size), cache_dir=str(tmp_path)))
+    for window in ([0, 1], [2, 3]):
+        video.read_frames(sources["mp4"], window)
+    assert all(file.exists() for file in foreign)
+    assert len([e for e in entries(tmp_path) if e not in foreign]) == 1  # the bound counts only its own entries
+    assert video.decoded_cache_stats()["evicted"] == 1
+
+
+def test_a_file_system_error_while_trimming_only_warns_once(sources, tmp_path, monkeypatch):
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    video.configure_decoding(Decoding(cache="disk", cache_bytes=int(1.5 * (3 * 2 * 16 * 18 + 128)),
+                                      cache_dir=str(tmp_path)))
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.warns(RuntimeWarning, match=r"decoded-frame cache: cannot trim .*Permission denied") as record:
+        got = [video.read_frames(sources["mp4"], window) for window in ([0, 1], [2, 3], [4, 5])]
+    assert len([w for w in record if "cannot trim" in str(w.message)]) == 1  # two failed trims, one warning
+    monkeypatch.undo()
+    assert torch.equal(got[2], video.read_frames(sources["mp4"], [4, 5]))
+    assert len(entries(tmp_path)) == 3 and video.decoded_cache_stats()["evicted"] == 0
+
+
+def test_the_cache_folder_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    video.configure_decoding(Decoding(cache="disk", cache_dir="~/cache"))
+    assert video.current_decoding().cache_dir == str(tmp_path.resolve() / "cache")
+    monkeypatch.chdir(tmp_path)
+    video.configure_decoding(Decoding(cache="disk", cache_dir="rel"))
+    assert video.current_decoding().cache_dir == str(tmp_path.resolve() / "rel")
+    video.configure_decoding(video.current_decoding())  # a worker gets the absolute folder as it is
+    assert video.current_decoding().cache_dir == str(tmp_path.resolve() / "rel")
+
+
+def test_a_vanished_frame_file_is_the_one_line_decoding_error(tmp_path, clip):
+    folder = tmp_path / "frames"
+    files = video.write_frames(folder, clip)
+    video.read_frames(folder, [0, 1])  # the folder's listing is now cached
+    files[1].unlink()
+    video.configure_decoding(Decoding(cache="disk", cache_dir=str(tmp_path / "cache")))
+    with pytest.raises(AqakitError, match=r"000002\.jpg: cannot read frame image") as info:
+        video.read_frames(folder, [0, 1])
+    assert "\n" not in str(info.value) and video.decoded_cache_stats()["misses"] == 0
+    assert not entries(tmp_path / "cache")
+
+
 class Windows(torch.utils.data.Dataset):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -242,13 +301,13 @@ def test_a_run_with_gpu_decoding_stops_before_its_folder_is_made(toy_plugins, tm
                            "run on a CUDA machine with torchcodec: pytest -m cuda")
 def test_gpu_decoding_returns_what_cpu_decoding_does(sources):
     path = sources["mp4"]
-    cpu = video.read_frames(path, WINDOW)
+    cpu, cpu_folder = video.read_frames(path, WINDOW), video.read_frames(sources["folder"], WINDOW)
     video.configure_decoding(Decoding(device="cuda"))
     gpu = video.read_frames(path, WINDOW)
     assert gpu.device.type == "cpu" and gpu.dtype == torch.uint8 and gpu.shape == cpu.shape
     assert torch.equal(gpu[:, 1], gpu[:, 2])  # the repeated frame
     assert float((gpu.float() - cpu.float()).abs().mean()) < 3  # colour conversion may differ by a level or two
-    assert torch.equal(video.read_frames(sources["folder"], WINDOW), video.read_frames(sources["folder"], WINDOW))
+    assert torch.equal(video.read_frames(sources["folder"], WINDOW), cpu_folder)  # frame folders stay on the cpu
 
 
 # -- a training run ---------------------------------------------------------------------------------
@@ -269,3 +328,8 @@ def test_a_run_with_a_disk_cache_matches_one_without(toy_plugins, tmp_path):
     assert cached["test"] == plain["test"] and cached["val"] == plain["val"]
     assert len(entries(tmp_path / "decoded")) == 9  # one window per video, read every epoch
     assert video.current_decoding() == Decoding()  # the run's settings end with it
+    decoded = video.decoded_frames()  # a second run, decoding in this process: every window is a disk hit
+    again = load_recipe(TOY_RECIPE, [*base, "train.epochs=1", "data.decoded_cache=disk", "data.num_workers=0",
+                                     f"data.decoded_cache_dir={tmp_path / 'decoded'}"], registry=toy_plugins.registry)
+    train(again, toy_plugins, run_dir=tmp_path / "again")
+    assert video.decoded_frames() == decoded and len(entries(tmp_path / "decoded")) == 9

@@ -24,10 +24,11 @@ RESUME_KEYS = (*MODEL_KEYS, "optimizer", "scheduler", "scaler", "epoch", "histor
 TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
-def atomic_write_bytes(path: Path, write: Any, previous: Path | None = None) -> None:
+def atomic_write_bytes(path: Path, write: Any, previous: Path | None = None, *, durable: bool = True) -> None:
     """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename over ``path``; the file
     gets the mode the umask gives new files. With ``previous``, what ``path`` held so far is kept as
-    ``previous``, replaced only once the new file is complete."""
+    ``previous``, replaced only once the new file is complete. ``durable=False`` skips the fsync (for
+    caches: the rename still hides half-written files from readers, but a crash may lose the data)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -36,7 +37,8 @@ def atomic_write_bytes(path: Path, write: Any, previous: Path | None = None) -> 
             write(f)
             f.flush()
             os.fchmod(f.fileno(), file_mode())  # mkstemp makes it 0600
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if previous is not None and path.exists():
             keep_copy(path, Path(previous))
         os.replace(tmp, path)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
+import stat
 import time
 import warnings
 from collections import OrderedDict
@@ -341,9 +343,10 @@ class Decoding:
 
     ``cache``: ``off``; ``memory``, an LRU of decoded windows of at most ``cache_bytes`` in this process
     (each loader worker holds its own); or ``disk``, one ``.npy`` file per window in ``cache_dir`` (``None``:
-    ``decoded/`` under :func:`aqakit.media.cache.cache_dir`), shared by processes, trimmed to about
-    ``cache_bytes`` (least recently used first). ``device``: ``cpu`` (PyAV), or ``cuda`` / ``cuda:N`` to
-    decode video files with torchcodec on that GPU (frames come back to the CPU; frame folders stay on it)."""
+    ``decoded/`` under :func:`aqakit.media.cache.cache_dir`; made absolute), shared by processes, trimmed to
+    about ``cache_bytes`` (least recently used first; only the cache's own ``ab/ab...npy`` files are deleted).
+    ``device``: ``cpu`` (PyAV), or ``cuda`` / ``cuda:N`` to decode video files with torchcodec on that GPU
+    (frames come back to the CPU; frame folders stay on it)."""
 
     cache: str = "off"
     cache_bytes: int = 8 * GIB
@@ -357,7 +360,7 @@ class _CacheState:
     memory_bytes: int = 0
     disk_bytes: int | None = None  # the folder's size at the last scan plus what this process wrote since
     written_since_scan: int = 0
-    warned: bool = False
+    warned: set[str] = field(default_factory=set)  # what was warned about (each once per process)
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("hits", "misses", "evicted", "rewritten"), 0))
 
@@ -378,8 +381,9 @@ def gpu_decoding_problem() -> str | None:
 def configure_decoding(settings: Decoding) -> Decoding:
     """Make ``settings`` this process's decoding; returns the previous settings (to restore them).
 
-    Empties the memory cache and zeroes the counters of :func:`decoded_cache_stats`. A GPU ``device``
-    that cannot be used here (:func:`gpu_decoding_problem`) is a one-line :class:`AqakitError`."""
+    Empties the memory cache and zeroes the counters of :func:`decoded_cache_stats`; ``cache_dir`` is made
+    absolute (``~`` expanded), so loader workers use the same folder whatever their working directory. A GPU
+    ``device`` that cannot be used here (:func:`gpu_decoding_problem`) is a one-line :class:`AqakitError`."""
     global _settings, _state
     if settings.cache not in ("off", "memory", "disk"):
         raise AqakitError(f"decoded-frame cache must be off, memory or disk, got {settings.cache!r}")
@@ -394,8 +398,18 @@ def configure_decoding(settings: Decoding) -> Decoding:
                               "(pip install torchcodec on a machine with a CUDA GPU, or decode on the cpu)")
     if settings.cache == "disk" and settings.cache_dir is None:
         settings = replace(settings, cache_dir=str(cache_dir() / "decoded"))
+    if settings.cache_dir is not None:  # absolute: loader workers and later chdirs see the same folder
+        settings = replace(settings, cache_dir=_absolute_folder(settings.cache_dir))
     previous, _settings, _state = _settings, settings, _CacheState()
     return previous
+
+
+def _absolute_folder(folder: str) -> str:
+    """``folder`` with ``~`` expanded, made absolute against the current directory."""
+    try:
+        return str(Path(folder).expanduser().resolve())
+    except (RuntimeError, OSError) as exc:  # e.g. ~nosuchuser, or no home directory
+        raise AqakitError(f"decoded-frame cache folder {folder!r}: cannot resolve it ({_reason(exc)})") from None
 
 
 def current_decoding() -> Decoding:
@@ -419,20 +433,24 @@ STALE_TEMP_S = 3600  # temp files of killed writers older than this are removed 
 
 def _cache_key(path: Path, indices: list[int]) -> str | None:
     """What was decoded: the resolved path, its size and mtime (a frame folder's and each wanted frame
-    file's), the indices and the decoder. ``None`` when an index is out of range (decoding says so)."""
-    resolved = path.resolve()
-    st = resolved.stat()
-    parts: list[object] = [CACHE_FORMAT, str(resolved), st.st_mtime_ns, st.st_size]
-    if resolved.is_dir():
-        files = list_frames(resolved)
-        if not all(0 <= i < len(files) for i in indices):
-            return None
-        for i in sorted(set(indices)):
-            fst = files[i].stat()
-            parts.append((files[i].name, fst.st_mtime_ns, fst.st_size))
-        parts.append("images")
-    else:
-        parts.append("pyav" if _settings.device == "cpu" else "torchcodec-cuda")  # GPU colour conversion differs
+    file's), the indices and the decoder. ``None`` when an index is out of range or a file cannot be
+    stat'ed (e.g. it vanished): that read is not cached, and decoding reports the problem."""
+    try:
+        resolved = path.resolve()
+        st = resolved.stat()
+        parts: list[object] = [CACHE_FORMAT, str(resolved), st.st_mtime_ns, st.st_size]
+        if resolved.is_dir():
+            files = list_frames(resolved)
+            if not all(0 <= i < len(files) for i in indices):
+                return None
+            for i in sorted(set(indices)):
+                fst = files[i].stat()
+                parts.append((files[i].name, fst.st_mtime_ns, fst.st_size))
+            parts.append("images")
+        else:
+            parts.append("pyav" if _settings.device == "cpu" else "torchcodec-cuda")  # GPU colour conversion differs
+    except OSError:
+        return None
     parts.append(tuple(indices))
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
@@ -506,13 +524,10 @@ def _disk_put(key: str, video: torch.Tensor) -> None:
         return
     if _state.disk_bytes is None:  # this process's first write: learn the folder's size
         _trim_disk()
-    try:
-        checkpoint.atomic_write_bytes(file, lambda f: np.save(f, array, allow_pickle=False))
+    try:  # not fsync'ed: a cache entry lost in a crash is decoded again, a damaged one is detected and rewritten
+        checkpoint.atomic_write_bytes(file, lambda f: np.save(f, array, allow_pickle=False), durable=False)
     except OSError as exc:  # e.g. a full disk: the run goes on without caching
-        if not _state.warned:
-            _state.warned = True
-            warnings.warn(f"decoded-frame cache: cannot write {file} ({_reason(exc)}); going on without it",
-                          RuntimeWarning, stacklevel=2)
+        _warn_once("write", f"decoded-frame cache: cannot write {file} ({_reason(exc)}); going on without it")
         return
     size = array.nbytes + 128  # the .npy header
     _state.disk_bytes = (_state.disk_bytes or 0) + size
@@ -521,19 +536,64 @@ def _disk_put(key: str, video: torch.Tensor) -> None:
         _trim_disk()  # other processes write too: rescan every 1/16 of the bound written here
 
 
+def _warn_once(kind: str, message: str) -> None:
+    """A ``RuntimeWarning``, the first time this process meets a problem of this ``kind``."""
+    if kind not in _state.warned:
+        _state.warned.add(kind)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+_ENTRY_FOLDER = re.compile(r"[0-9a-f]{2}")  # key[:2]
+_ENTRY_FILE = re.compile(r"(?P<key>[0-9a-f]{64})\.npy")  # key.npy
+_ENTRY_TEMP = re.compile(r"\.(?P<key>[0-9a-f]{64})\.npy\.[A-Za-z0-9_]{8}\.tmp")  # atomic_write_bytes's temp file
+
+
+def _own_files(folder: Path) -> Iterator[tuple[Path, os.stat_result, bool]]:
+    """``(file, stat, is_temp)`` of each file the cache wrote in ``folder`` (by name: ``ab/ab<62 hex>.npy``
+    and their temp files); anything else there (a user's own ``.npy`` files) is never touched."""
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as subs:
+        subfolders = [Path(d.path) for d in subs
+                      if _ENTRY_FOLDER.fullmatch(d.name) and d.is_dir(follow_symlinks=False)]
+    for sub in subfolders:
+        try:
+            with os.scandir(sub) as found:
+                names = [e.name for e in found]
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        for name in names:
+            temp = _ENTRY_TEMP.fullmatch(name)
+            match = temp or _ENTRY_FILE.fullmatch(name)
+            if not match or not match["key"].startswith(sub.name):
+                continue
+            try:
+                st = (sub / name).stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield sub / name, st, temp is not None
+
+
 def _trim_disk() -> None:
     """Scan the cache folder; delete the least recently used entries beyond 90% of the bound once it is
-    over the bound, and temp files that killed writers left."""
+    over the bound, and temp files that killed writers left. A file system error only warns (once)."""
     folder = Path(str(_settings.cache_dir))
+    total = 0
+    try:
+        total = _trim(folder)
+    except OSError as exc:  # e.g. a folder it may not list or an entry it may not delete: the run goes on
+        _warn_once("trim", f"decoded-frame cache: cannot trim {folder} ({_reason(exc)}); going on without trimming")
+    _state.disk_bytes, _state.written_since_scan = total, 0
+
+
+def _trim(folder: Path) -> int:
+    """Delete stale temp files and, over the bound, the least recently used entries; the bytes left."""
     entries, now = [], time.time()
-    for file in folder.glob("??/*"):
-        try:
-            st = file.stat()
-        except OSError:  # removed by another process meanwhile
-            continue
-        if file.suffix == ".npy":
+    for file, st, temp in _own_files(folder):
+        if not temp:
             entries.append((st.st_mtime, st.st_size, file))
-        elif checkpoint.TEMP_FILE.fullmatch(file.name) and now - st.st_mtime > STALE_TEMP_S:
+        elif now - st.st_mtime > STALE_TEMP_S:
             file.unlink(missing_ok=True)
     total = sum(size for _, size, _ in entries)
     if total > _settings.cache_bytes:
@@ -543,7 +603,7 @@ def _trim_disk() -> None:
             file.unlink(missing_ok=True)
             total -= size
             _state.stats["evicted"] += 1
-    _state.disk_bytes, _state.written_since_scan = total, 0
+    return total
 
 
 # --------------------------------------------------------------------------- GPU decoding
