@@ -34,6 +34,7 @@ def test_model_row_is_the_runs_test_metrics_and_both_baselines_are_scored(run, c
         assert rows["model"][metric] == pytest.approx(summary[f"caption.{metric}"], abs=1e-9)
     for name in rows:
         assert set(baselines.METRICS) <= set(rows[name])
+    assert rows["most frequent training caption"]["distinct"] == 1
     assert len(result["examples"]) == 2 and all(e["reference"] for e in result["examples"])
     assert baselines.main([str(run), "--examples", "1"]) == 0
     out = capsys.readouterr().out

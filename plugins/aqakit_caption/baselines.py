@@ -13,7 +13,8 @@ against the same references (the first ``max_len`` tokens of each test caption).
     python -m aqakit_caption.baselines RUN_FOLDER [--examples N]
 
 reads a finished run (``checkpoints/best.pt``, ``predictions/test.pt``, its dataset) and prints the model's
-BLEU-4 / METEOR / ROUGE-L / CIDEr beside both baselines, then example outputs.
+BLEU-4 / METEOR / ROUGE-L / CIDEr and how many distinct captions it said (1: collapsed) beside both
+baselines, then example outputs.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def compare(run: str | Path, examples: int = 5) -> dict[str, Any]:
         predicted = list(zip(*(predictions[code_head][f"pred_{f}"].tolist() for f in fields)))
         systems[f"nearest training caption by predicted {code_head}"] = [
             cut(c) for c in nearest_by_code(train_codes, [r["caption"] for r in train], predicted)]
-    rows = {name: caption_scores(references, hyps) for name, hyps in systems.items()}
+    rows = {name: {**caption_scores(references, hyps), "distinct": len(set(hyps))} for name, hyps in systems.items()}
     shown = [{"index": order[i], "reference": references[i], **{n: h[i] for n, h in systems.items()}}
              for i in range(min(examples, len(order)))]
     return {"rows": rows, "examples": shown, "code_head": code_head}
@@ -138,11 +139,11 @@ def _class_fields(collected: Any) -> list[str]:
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A Markdown table of ``METRICS`` per system."""
-    lines = ["| System | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    """A Markdown table of ``METRICS`` and the number of distinct outputs per system."""
+    lines = ["| System | " + " | ".join(METRICS) + " | distinct outputs |", "|---|" + "---|" * (len(METRICS) + 1)]
     for name, metrics in rows.items():
         cells = [f"{metrics[m]:.3f}" if metrics.get(m) is not None else "n/a" for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {metrics.get('distinct', 'n/a')} |")
     return "\n".join(lines)
 
 
