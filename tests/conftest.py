@@ -11,6 +11,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY_RECIPE = ROOT / "tests" / "plugins" / "aqakit-plugin-toy" / "aqakit_plugin_toy" / "toy.yaml"
+# A diving run small enough to train in seconds: score, dive code and commentary on rendered dives.
+TINY_DIVING = """
+name: tiny_diving
+model:
+  backbone: {name: c3d, width: 0.0625, clip_len: 4, frame_size: 24, batchnorm: true}
+  aggregator: {name: avg, proj_dim: 16}
+  clips: {count: 4}
+  heads:
+    score: {name: score, scale: 17.0}
+    dive_code: {name: dive_code}
+    caption: {name: caption, weight: 0.01, vocab_size: 60, hidden: 8, embed: 8, layers: 1, max_len: 12}
+data:
+  dataset: {name: diving_synth, n: 10, size: 32, render_frames: 16, events: 2}
+  batch_size: 4
+  val_fraction: 0.25
+train:
+  epochs: 1
+"""
 INSTALL_HINT = "install the test plugins: pip install ./tests/plugins/aqakit-plugin-toy ./tests/plugins/aqakit-plugin-broken"
 
 
@@ -74,3 +92,15 @@ def toy_plugins():
             os.environ.pop("AQAKIT_LOAD_PLUGINS")
         else:
             os.environ["AQAKIT_LOAD_PLUGINS"] = old
+
+
+@pytest.fixture(scope="module")
+def aqakit_module_plugins():
+    """Only the bundled plugins, made current for the module."""
+    from aqakit import plugins
+
+    previous = plugins._current
+    fresh = plugins.Plugins(selected=set()).load()
+    plugins.reset(fresh)
+    yield fresh
+    plugins.reset(previous)

