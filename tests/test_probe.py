@@ -21,7 +21,7 @@ from aqakit.interfaces import Backbone, BackboneSpec, Dataset
 from aqakit.engine.metrics import fisher_z_mean
 from aqakit.engine.model import build_model
 from aqakit.tools.probe import Table, out_of_dataset, parse_alphas, parse_layers, read_groups, within
-from aqakit.tools.probe.features import cache_key, load_checkpoint_model
+from aqakit.tools.probe.features import cache_key, load_checkpoint_model, random_init_model
 from aqakit.tools.probe.ridge import choose_alpha, ridge_predict
 from aqakit.recipe import validate
 
@@ -243,6 +243,21 @@ def test_cache_key_follows_checkpoint_content(probe_env, aqakit_plugins):
     state["model"]["backbone.convs.conv1.weight"] += 0.01  # a retrained checkpoint at the same path
     checkpoint.save(copy, state)
     assert cache_key(load_checkpoint_model(copy, aqakit_plugins, "b"), "probe_noise", args, "train", "c1") != key
+
+
+def test_random_inits_that_build_the_same_backbone_are_one_model(aqakit_plugins):
+    """A single-task and a multitask recipe differ only in their heads: one random-init row, one cache entry."""
+    from aqakit.recipe import from_dict
+
+    def recipe(heads: dict, seed: int = 0):
+        return from_dict({"name": "r", "seed": seed, "data": {"dataset": "diving_synth"}, "model": {
+            "backbone": {"name": "c3d", "width": 0.0625, "clip_len": 4, "frame_size": 16}, "heads": heads}})
+
+    stl = random_init_model(recipe({"score": {}}), aqakit_plugins, "stl", "a")
+    mtl = random_init_model(recipe({"score": {}, "dive_code": {}}), aqakit_plugins, "mtl", "b")
+    other = random_init_model(recipe({"score": {}}, seed=1), aqakit_plugins, "seed 1", "c")
+    assert stl.digest == mtl.digest
+    assert other.digest != stl.digest
 
 
 # -- end to end through the CLI ---------------------------------------------------------------------

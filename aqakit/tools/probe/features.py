@@ -29,14 +29,13 @@ from aqakit.media import checkpoint
 from aqakit.engine.clips import cut_clips
 from aqakit.engine.data import Prepared, video_transform
 from aqakit.errors import AqakitError
-from aqakit.media.weights import resolve
 from aqakit.interfaces import Dataset
 from aqakit.engine.model import AQAModel, build_model
 from aqakit.plugins import Plugins
 from aqakit.tools.predict import resample
 from aqakit.recipe import Recipe
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 META_KEYS = ("class", "competition")  # string labels kept with the features ("" when absent)
 
 
@@ -108,7 +107,7 @@ def load_checkpoint_model(path: Path, plugins: Plugins, label: str) -> ProbeMode
 def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
                       frames: int | None = None) -> ProbeModel:
     """The recipe's model as built with ``recipe.seed``: random init (the baseline), or the backbone's
-    pretrained ``weights`` file where the recipe names one (its content is part of the digest).
+    pretrained ``weights`` file where the recipe names one (the digest is of the built backbone's weights).
 
     ``frames`` defaults to the window the recipe's clips need (clip count and stride both set), else
     each sample keeps its own length."""
@@ -120,12 +119,19 @@ def random_init_model(recipe: Recipe, plugins: Plugins, label: str, source: str,
     clips, clip_len = recipe.model.clips, model.backbone.spec.clip_len
     if frames is None and clip_len and clips.count and clips.stride:
         frames = (clips.count - 1) * clips.stride + clip_len
-    weights = recipe.model.backbone.args.get("weights")
-    weights_digest = file_digest(resolve(weights, name="probe")) if weights else None  # the built model used it
-    payload = json.dumps({"random_init": recipe.to_dict(), "weights": weights_digest,
-                          "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)
-    return ProbeModel(label, "recipe", source, _freeze(model), recipe, frames,
-                      hashlib.sha256(payload.encode()).hexdigest())
+    # the features come from the backbone alone: two recipes that build the same backbone weights (e.g. the
+    # random inits of a single-task and a multitask run) are one row and one cache entry
+    return ProbeModel(label, "recipe", source, _freeze(model), recipe, frames, backbone_digest(model.backbone))
+
+
+def backbone_digest(backbone: torch.nn.Module) -> str:
+    """SHA-256 of a backbone's class and its state (every tensor's name, dtype, shape and bytes)."""
+    h = hashlib.sha256(f"{type(backbone).__module__}.{type(backbone).__qualname__}".encode())
+    for name, tensor in backbone.state_dict().items():
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def cache_key(model: ProbeModel, dataset: str, args: dict[str, Any], split: str, layer: str) -> str:
