@@ -134,6 +134,14 @@ def resample(first: int, last: int, frames: int) -> list[int]:
     return [round(first + i * (last - first) / (frames - 1)) for i in range(frames)]
 
 
+def resample_window(video: torch.Tensor, frames: int | None) -> torch.Tensor:
+    """A ``C x T x H x W`` window resampled evenly in time to ``frames`` (as it is when ``frames`` is None
+    or already T): what a model trained on ``frames``-frame windows is given."""
+    if not frames or video.shape[1] == frames:
+        return video
+    return video[:, [n - 1 for n in resample(1, video.shape[1], frames)]]
+
+
 def expand_inputs(paths: list[str]) -> list[Path]:
     """Video files and frame folders as given; a folder of them is expanded (sorted)."""
     out: list[Path] = []

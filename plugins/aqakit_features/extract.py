@@ -91,13 +91,12 @@ class Window(TorchDataset):
         return len(self.inner)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from aqakit.tools.predict import resample
+        from aqakit.tools.predict import resample_window
 
         sample = self.inner[i]
         out = {k: v for k, v in sample.items() if k in ("video", "features")}
-        video = out.get("video")
-        if self.frames and video is not None and video.shape[1] != self.frames:
-            out["video"] = video[:, [n - 1 for n in resample(1, video.shape[1], self.frames)]]
+        if out.get("video") is not None:
+            out["video"] = resample_window(out["video"], self.frames)
         return out
 
 

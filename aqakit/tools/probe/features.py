@@ -32,7 +32,7 @@ from aqakit.errors import AqakitError
 from aqakit.interfaces import Dataset
 from aqakit.engine.model import AQAModel, build_model
 from aqakit.plugins import Plugins
-from aqakit.tools.predict import resample
+from aqakit.tools.predict import resample_window
 from aqakit.recipe import Recipe
 
 CACHE_VERSION = 2
@@ -155,10 +155,7 @@ class _Window(TorchDataset):
         if "score" not in sample:
             raise AqakitError("aqakit probe needs a 'score' label in every sample; this dataset's samples have: "
                               + ", ".join(k for k in sample if k != "video"))
-        video = sample["video"]
-        if self.frames and video.shape[1] != self.frames:
-            video = video[:, [n - 1 for n in resample(1, video.shape[1], self.frames)]]
-        out = {"video": video, "key": str(sample.get("key", i)), "score": float(sample["score"])}
+        out = {"video": resample_window(sample["video"], self.frames), "key": str(sample.get("key", i)), "score": float(sample["score"])}
         out.update({k: "" if sample.get(k) is None else str(sample[k]) for k in META_KEYS})
         return out
 
