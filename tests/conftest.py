@@ -104,3 +104,24 @@ def aqakit_module_plugins():
     plugins.reset(fresh)
     yield fresh
     plugins.reset(previous)
+
+
+def killed_then_resumed(recipe, plugins, tmp_path: Path, monkeypatch) -> tuple[dict, dict]:
+    """Train ``recipe`` killed right after epoch 1's ``last.pt`` into ``tmp_path/killed``, resume it there, and
+    train it straight through into ``tmp_path/straight``: the (resumed, straight) summaries."""
+    import aqakit.engine.train as engine
+    from aqakit.engine.train import train
+
+    real_save = engine.checkpoint.save
+
+    def save_then_die(path, state, **kwargs):
+        real_save(path, state, **kwargs)
+        if Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, plugins, run_dir=tmp_path / "killed")
+    monkeypatch.setattr(engine.checkpoint, "save", real_save)
+    resumed = train(recipe, plugins, run_dir=tmp_path / "killed", resume=True)
+    return resumed, train(recipe, plugins, run_dir=tmp_path / "straight")

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TOY_RECIPE, needs_toy
+from conftest import TOY_RECIPE, killed_then_resumed, needs_toy
 
-from aqakit.media import checkpoint
 from aqakit import plugins as plugin_mod
 from aqakit.engine.data import make_loader
 from aqakit.engine.distributed import DistInfo
@@ -136,23 +135,9 @@ def test_probe_on_the_gpu(gpu_run):
 
 
 def test_resume_on_the_gpu_matches_an_uninterrupted_run(tmp_path: Path, toy_plugins, monkeypatch):
-    import aqakit.engine.train as engine
-
     recipe = load_recipe(TOY_RECIPE, [*BASE, "train.epochs=2", "data.persistent_workers=true"],
                          registry=toy_plugins.registry)
-    real_save = checkpoint.save
-
-    def save_then_die(path, state, **kwargs):  # killed right after epoch 1's last.pt
-        real_save(path, state, **kwargs)
-        if Path(path).name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine.checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, toy_plugins, run_dir=tmp_path / "killed")
-    monkeypatch.setattr(engine.checkpoint, "save", real_save)
-    resumed = train(recipe, toy_plugins, run_dir=tmp_path / "killed", resume=True)
-    straight = train(recipe, toy_plugins, run_dir=tmp_path / "straight")
+    resumed, straight = killed_then_resumed(recipe, toy_plugins, tmp_path, monkeypatch)
     assert resumed["weights_fingerprint"] == straight["weights_fingerprint"]
     assert resumed["test"] == straight["test"]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TOY_RECIPE, needs_toy
+from conftest import TOY_RECIPE, killed_then_resumed, needs_toy
 
-from aqakit.media import checkpoint
 
 from aqakit.engine import runtime, throughput
 from aqakit import plugins as plugin_mod
@@ -200,23 +199,9 @@ def test_prefetch_factor_goes_to_the_workers_and_is_ignored_without_them():
 
 @needs_toy
 def test_a_run_with_persistent_workers_and_augmentation_resumes_exactly(tmp_path: Path, toy_plugins, monkeypatch):
-    import aqakit.engine.train as engine
-
     recipe = _recipe(toy_plugins, "train.epochs=2", "data.num_workers=2", "data.persistent_workers=true",
                      "data.resize=[20,20]", "data.crop=random", "data.flip=true")
-    real_save = checkpoint.save
-
-    def save_then_die(path, state, **kwargs):  # killed right after epoch 1's last.pt
-        real_save(path, state, **kwargs)
-        if Path(path).name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine.checkpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, toy_plugins, run_dir=tmp_path / "killed")
-    monkeypatch.setattr(engine.checkpoint, "save", real_save)
-    resumed = train(recipe, toy_plugins, run_dir=tmp_path / "killed", resume=True)
-    straight = train(recipe, toy_plugins, run_dir=tmp_path / "straight")
+    resumed, straight = killed_then_resumed(recipe, toy_plugins, tmp_path, monkeypatch)
     a, b = (torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
             for name in ("killed", "straight"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
