@@ -154,6 +154,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the backbone (first steps slower while it compiles)
     cudnn_benchmark: bool = False  # let cuDNN time its kernels (needs deterministic: false)
     threads: int | None = None  # intra-op CPU threads (null: $OMP_NUM_THREADS, else every CPU the process may use)
+    keep_freed_memory: bool = True  # CPU runs with glibc: reuse freed memory instead of faulting in fresh pages
     select: SelectConfig = field(default_factory=SelectConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 

@@ -66,16 +66,25 @@ def release_features(model: AQAModel, batch: dict) -> Representation:
     return model.aggregator(feats)
 
 
+def release_word(head: CaptionHead, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``S2VTModel.py`` decoding call: ``rnn1`` reads a zero frame (its full input product computed),
+    ``rnn2`` [``rnn1`` output, word embedding]; logits and the new state (aqakit skips the zero product)."""
+    emb = head.embedding(tokens)
+    out1, state1 = head.encoder(emb.new_zeros(*emb.shape[:2], head.encoder.input_size), state[: head.layers])
+    out2, state2 = head.decoder(torch.cat([out1, emb], dim=-1), state[head.layers:])
+    return head.out(out2), torch.cat([state1, state2])
+
+
 def release_caption_nll(head: CaptionHead, rep: Representation, captions: list[str]) -> torch.Tensor:
     """``S2VTModel.py`` train mode + ``LanguageModelCriterion``: 99 one-token steps on captions padded to
     full length, log-softmax per step, masked NLL summed over tokens and averaged over the batch."""
-    context, state = head._start(head(rep))
+    _, state = head._start(head(rep))
     inputs, targets, mask = head.teacher_forcing(captions)
     pad = head.max_len - inputs.shape[1]
     inputs, targets, mask = (torch.cat([t, t.new_zeros(t.shape[0], pad)], 1) for t in (inputs, targets, mask))
     log_probs = []
     for i in range(head.max_len):  # pad_id == 0 in word mode, as in the release
-        logits, state = head._step(inputs[:, i:i + 1], context, state)
+        logits, state = release_word(head, inputs[:, i:i + 1], state)
         log_probs.append(logits.log_softmax(-1))
     nll = -torch.cat(log_probs, 1).gather(2, targets.unsqueeze(2)).squeeze(2)
     return (nll * mask).sum() / len(captions)
@@ -83,11 +92,11 @@ def release_caption_nll(head: CaptionHead, rep: Representation, captions: list[s
 
 def release_greedy(head: CaptionHead, rep: Representation) -> torch.Tensor:
     """``S2VTModel.py`` inference mode: 99 greedy steps, no early stop."""
-    context, state = head._start(head(rep))
-    tokens = torch.full((context.shape[0], 1), head.tokenizer.bos_id, dtype=torch.long)
+    _, state = head._start(head(rep))
+    tokens = torch.full((state.shape[1], 1), head.tokenizer.bos_id, dtype=torch.long)
     words = []
     for _ in range(head.max_len):
-        logits, state = head._step(tokens, context, state)
+        logits, state = release_word(head, tokens, state)
         tokens = logits.log_softmax(-1).argmax(-1)
         words.append(tokens)
     return torch.cat(words, 1)
@@ -140,6 +149,13 @@ def timed(fn: Callable[[], None], steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def convolution_seconds(fn: Callable[[], None]) -> float:
+    """Seconds one call of ``fn`` spends inside convolutions (forward and backward), by torch's profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if "convolution" in e.key) / 1e6
+
+
 def cpu_name() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
@@ -151,41 +167,57 @@ def cpu_name() -> str:
 def row(name: str, sec: float, base: float, unit: str, per: int = 0) -> float:
     """Print one timed row (s/step, or dives/s when ``per`` dives) and return its ratio to ``base``."""
     rate = f"{per / sec:8.2f} dives/s" if per else f"{sec:8.3f} s/step "
-    print(f"{name:<46} {rate}   x{base / sec:.2f} the authors' {unit}")
+    print(f"{name:<50} {rate}   x{base / sec:.2f} the authors' {unit}")
     return base / sec
 
 
+def skipped(name: str, why: str) -> None:
+    print(f"{name:<50} skipped: {why}")
+
+
+def bound(name: str, fn: Callable[[], None], base: float, unit: str) -> None:
+    """The most ``fn``'s precision can give with these convolution kernels: everything else taking no time."""
+    conv = convolution_seconds(fn)
+    print(f"{name:<50} {conv:8.3f} s in convolutions: at most x{base / conv:.2f} the authors' {unit} "
+          "if all else took no time")
+
+
 def train_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
-    """The authors' step, then aqakit's, adding channels_last_3d, compile and bf16 (where fast) in turn."""
+    """The authors' step; aqakit's as shipped, then adding channels_last_3d, bf16 (where fast) and compile."""
     model = paper_model(recipe)
     batch = make_batch(model, args.batch, args.clips, args.frame_size)
     authors_opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # train_test_C3DAVG.py: optim.Adam(..., lr=0.0001)
-    opt, ratios = build_optimizer(recipe, model), {}
     base = timed(lambda: authors_step(model, authors_opt, batch), args.steps)
     row("authors' step (fp32, clip loop, S2VT 99 steps)", base, base, "step")
+    opt, ratios, bf16 = build_optimizer(recipe, model), {}, resolve_amp("bf16", CPU)
 
-    def variant(name: str, amp: torch.dtype | None = None) -> str:
+    def variant(name: str, amp: torch.dtype | None = None) -> None:
         ratios[name] = row(name, timed(lambda: aqakit_step(model, opt, batch, amp), args.steps), base, "step")
-        return name
 
-    variant("aqakit (fp32, one forward)")
-    model.use_channels_last()
-    name = variant("aqakit + channels_last_3d")
-    missing = "--skip-compile" if args.skip_compile else throughput.compiler_missing(CPU)
-    if missing:
-        why = missing if args.skip_compile else f"torch.compile needs {missing}"
-        print(f"{name + ' + compile':<46} skipped: {why}")
-    else:
-        throughput.compile_backbone(model, CPU)
-        name = variant(name + " + compile")
-    if throughput.cpu_bf16_fast():
-        variant(name + " + bf16", resolve_amp("bf16", CPU))
-    else:
-        print(f"{name + ' + bf16':<46} skipped: no fast bf16 on this CPU ({throughput.cpu_isa()})")
+    with throughput.freed_memory_kept(True):  # as aqakit train on the CPU (train.keep_freed_memory)
+        if args.reference:
+            row("  authors' step, freed memory kept too", timed(lambda: authors_step(model, authors_opt, batch),
+                                                                  args.steps), base, "step")
+        variant("aqakit (fp32, one forward)")
+        model.use_channels_last()
+        variant("aqakit + channels_last_3d")
+        bound("  fp32 convolutions of that step", lambda: aqakit_step(model, opt, batch, None), base, "step")
+        if throughput.cpu_bf16_fast():
+            variant("aqakit + channels_last_3d + bf16", bf16)
+        else:
+            skipped("aqakit + channels_last_3d + bf16", f"no fast bf16 on this CPU ({throughput.cpu_isa()})")
+        missing = "--skip-compile" if args.skip_compile else throughput.compiler_missing(CPU)
+        if missing:
+            skipped("aqakit + channels_last_3d + compile", missing if args.skip_compile
+                    else f"torch.compile needs {missing}")
+        else:
+            throughput.compile_backbone(model, CPU)
+            variant("aqakit + channels_last_3d + compile")
     return ratios
 
 
 def eval_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
+    """The authors' test phase; aqakit's evaluation as shipped, then adding channels_last_3d and bf16 (where fast)."""
     model = paper_model(recipe)
     batch = make_batch(model, args.batch, args.clips, args.frame_size)
     base = timed(lambda: authors_eval(model, batch), args.steps)
@@ -195,13 +227,18 @@ def eval_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
     def variant(name: str, amp: torch.dtype | None = None) -> None:
         ratios[name] = row(name, timed(lambda: aqakit_eval(model, batch, amp), args.steps), base, "eval", args.batch)
 
-    variant("aqakit eval (inference_mode, one forward)")
-    model.use_channels_last()
-    variant("aqakit eval + channels_last_3d")
-    if throughput.cpu_bf16_fast():
-        variant("aqakit eval + channels_last_3d + bf16", resolve_amp("bf16", CPU))
-    else:
-        print(f"{'aqakit eval + channels_last_3d + bf16':<46} skipped: no fast bf16 on this CPU ({throughput.cpu_isa()})")
+    with throughput.freed_memory_kept(True):
+        if args.reference:
+            row("  authors' test phase, freed memory kept too", timed(lambda: authors_eval(model, batch), args.steps),
+                base, "eval", args.batch)
+        variant("aqakit eval (inference_mode, one forward)")
+        model.use_channels_last()
+        variant("aqakit eval + channels_last_3d")
+        bound("  fp32 convolutions of that evaluation", lambda: aqakit_eval(model, batch), base, "eval")
+        if throughput.cpu_bf16_fast():
+            variant("aqakit eval + channels_last_3d + bf16", resolve_amp("bf16", CPU))
+        else:
+            skipped("aqakit eval + channels_last_3d + bf16", f"no fast bf16 on this CPU ({throughput.cpu_isa()})")
     return ratios
 
 
@@ -220,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=6, help="16-frame clips per dive")
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the authors' code with the memory setting aqakit train uses")
     args = parser.parse_args(argv)
     flags = throughput.cpu_flags()
     print(f"cpu: {cpu_name()}; isa: {throughput.cpu_isa()}; flags: "

@@ -35,5 +35,7 @@ def test_every_row_prints_a_ratio_to_the_authors(capsys):
     assert [line for line in timed if line.startswith("authors'")] == [timed[0], timed[per_part]]
     assert "x1.00 the authors' step" in timed[0] and "x1.00 the authors' eval" in timed[per_part]
     assert len(skipped) == 1 + 2 * (not bf16) and "--skip-compile" in skipped[0]
+    bounds = [line for line in lines if line.startswith("  fp32 convolutions of that ")]
+    assert len(bounds) == 2 and all(re.search(r" s in convolutions: at most x\d+\.\d\d the authors' ", b) for b in bounds)
     goals = [line for line in lines if line.startswith("goal: ")]
     assert len(goals) == 2 and all(re.search(r": (MET|MISSED) \(best: aqakit.*, x\d+\.\d\d\)$", g) for g in goals)

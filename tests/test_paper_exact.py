@@ -414,6 +414,32 @@ def test_s2vt_caption_head_passes_the_contract_and_learns():
         assert head.decode_rows(head.generate(out, "beam")) == captions
 
 
+def test_s2vt_zero_frame_shortcut_equals_the_encoder_on_zero_frames():
+    """The S2VT's per-word encoder step skips multiplying its zero frames: same outputs, states and gradients
+    as the module on real zeros, in training (dropout between 2 layers, same seed) and evaluation."""
+    head = CaptionHead(in_dim=8, seq_dim=64, hidden=16, embed=8, layers=2, dropout=0.5, tokenizer="word",
+                       decoder="s2vt", vocab_size=8)
+    state = torch.randn(2, 3, 16)
+    for training in (True, False):
+        head.train(training)
+        results = []
+        for shortcut in (True, False):
+            head.zero_grad()
+            torch.manual_seed(1)
+            if shortcut:
+                out, last = head._encode_zero_frames(torch.zeros(3, 5, 8), state)
+            else:
+                out, last = head.encoder(torch.zeros(3, 5, 64), state)
+            (out.square().sum() + last.sum()).backward()
+            grads = {n: p.grad.clone() for n, p in head.encoder.named_parameters() if p.grad is not None}
+            results.append((out.detach(), last.detach(), grads))
+        (out_a, last_a, grads_a), (out_b, last_b, grads_b) = results
+        assert torch.equal(out_a, out_b) and torch.equal(last_a, last_b)
+        assert set(grads_b) - set(grads_a) == {"weight_ih_l0"} and not grads_b["weight_ih_l0"].any()
+        for name, grad in grads_a.items():
+            torch.testing.assert_close(grad, grads_b[name], rtol=0, atol=1e-6)
+
+
 def test_mscadc_caption_flat_dim_mismatch_is_one_clear_error():
     head = MSCADCCaptionHead(in_dim=8, hidden=8, embed=8, tokenizer="word", steps="flat", vocab_size=8)
     head.fit([{"caption": c} for c in CAPTIONS])

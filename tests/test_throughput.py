@@ -3,6 +3,7 @@ torch.compile, persistent loader workers (exact resume kept) and single-threaded
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -69,11 +70,54 @@ def test_bad_throughput_keys_name_the_field(toy_plugins, override: str, message:
 
 
 # -- fused optimizers, pinned memory, bf16 on the CPU ----------------------------------------------------
-def test_fused_optimizer_is_for_cuda_only():
-    assert optimizer_options("auto", CPU) == {} and optimizer_options(False, CUDA) == {}
+def test_fused_optimizer_on_the_cpu_and_cuda():
+    assert optimizer_options("auto", CPU) == {"fused": True} == optimizer_options(True, CPU)
     assert optimizer_options("auto", CUDA) == {"fused": True} == optimizer_options(True, CUDA)
-    with pytest.raises(AqakitError, match=r"'train\.optimizer\.fused': true needs CUDA"):
-        optimizer_options(True, CPU)
+    assert optimizer_options(False, CUDA) == {} == optimizer_options(False, CPU)
+    mps = torch.device("mps")
+    assert optimizer_options("auto", mps) == {}
+    with pytest.raises(AqakitError, match=r"'train\.optimizer\.fused': true needs the CPU or CUDA .*not mps"):
+        optimizer_options(True, mps)
+    weights = torch.nn.Parameter(torch.ones(3))
+    weights.grad = torch.ones(3)
+    torch.optim.Adam([weights], lr=0.5, **optimizer_options("auto", CPU)).step()  # torch runs it on the CPU
+    torch.testing.assert_close(weights.detach(), torch.full((3,), 0.5))
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(throughput.glibc() is None or not hasattr(throughput.glibc(), "mallinfo2"),
+                    reason="needs glibc >= 2.33 (mallinfo2)")
+def test_freed_memory_is_kept_during_a_run_and_returned_after_it():
+    libc = throughput.glibc()
+    libc.mallinfo2.restype = MallInfo2
+    big = 256 * 2**20
+
+    def mapped_for_a_big_tensor() -> int:
+        """Bytes glibc mmapped for a big tensor, written once and freed."""
+        before = libc.mallinfo2().hblkhd
+        block = torch.ones(big, dtype=torch.uint8)
+        mapped = libc.mallinfo2().hblkhd - before
+        del block
+        return mapped
+
+    assert mapped_for_a_big_tensor() >= big                    # glibc: a big block is its own mmap
+    with throughput.freed_memory_kept(True):
+        assert mapped_for_a_big_tensor() == 0                  # from the heap ...
+        kept = resident_bytes()
+        assert libc.mallinfo2().fordblks >= big                # ... and kept there once freed
+    assert kept - resident_bytes() >= big // 2                 # returned to the OS when the run ends
+    assert mapped_for_a_big_tensor() >= big                    # and the defaults are back
+    with throughput.freed_memory_kept(False):
+        assert mapped_for_a_big_tensor() >= big
+    assert not throughput.keeps_freed_memory(True, CUDA) and not throughput.keeps_freed_memory(False, CPU)
 
 
 def test_pinned_memory_only_where_a_copy_to_the_gpu_follows():
@@ -137,7 +181,8 @@ def test_a_run_sets_its_threads_and_cudnn_restores_them_and_says_what_it_chose(t
         torch.set_num_threads(before)
     chosen = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aqakit: speed:")]
     threads = f"{want} thread" + ("s" if want != 1 else "")
-    assert chosen == [f"aqakit: speed: cpu ({cpu_isa()}), {threads}, compile off, adam (per tensor), 0 loader workers"]
+    assert chosen == [f"aqakit: speed: cpu ({cpu_isa()}), {threads}, compile off, adam (fused), 0 loader workers"
+                      + (", freed memory kept" if throughput.glibc() else "")]
 
 
 # -- loader workers --------------------------------------------------------------------------------------

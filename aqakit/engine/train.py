@@ -223,13 +223,16 @@ def _train(recipe: Recipe, plugins: Plugins, run_dir: str | Path | None, resume:
 
 def _configure(recipe: Recipe, dist: distributed.DistInfo,
                held: ExitStack) -> tuple[torch.device, torch.dtype | None, int]:
-    """The run's device, AMP dtype and CPU threads; threads, cuDNN and decoding as they were once ``held`` closes."""
+    """The run's device, AMP dtype and CPU threads; threads, cuDNN, decoding and the allocator as they were
+    once ``held`` closes."""
     device = pick_device(recipe.train.device, dist)
     amp_dtype = resolve_amp(recipe.train.amp, device)
     previous_decoding = video.configure_decoding(recipe_decoding(recipe, device))  # the run's loaders take it
     held.callback(video.configure_decoding, previous_decoding)
     held.enter_context(throughput.kept_settings())
     threads = throughput.set_threads(recipe.train.threads)
+    held.enter_context(throughput.freed_memory_kept(throughput.keeps_freed_memory(recipe.train.keep_freed_memory,
+                                                                                  device)))
     if recipe.train.deterministic:
         throughput.make_deterministic()
     torch.backends.cudnn.benchmark = recipe.train.cudnn_benchmark  # validation: only without determinism

@@ -175,10 +175,23 @@ class CaptionHead(TaskHead):
 
     def _s2vt_step(self, emb: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """S2VT decoding: the encoder reads zero frames, the decoder [encoder output, word embedding]."""
-        no_frames = emb.new_zeros(*emb.shape[:2], self.encoder.input_size)
-        out1, state1 = self.encoder(no_frames, state[: self.layers])
+        out1, state1 = self._encode_zero_frames(emb, state[: self.layers])
         out2, state2 = self.decoder(torch.cat([out1, emb], dim=-1), state[self.layers:])
         return self.out(out2).float(), torch.cat([state1, state2])
+
+    def _encode_zero_frames(self, like: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder over ``like.shape[:2]`` all-zero frames. On the CPU without multiplying them: its
+        first layer's input weights times zeros is zero, so a one-wide zero input with a zero weight column
+        gives the same outputs bit for bit (its bias kept; the true gradient of those weights is zero) and
+        skips reading the 3 x hidden x seq_dim weights at every word. On CUDA the module runs as is (cuDNN
+        wants its flattened weights)."""
+        gru = self.encoder
+        if state.is_cuda:
+            return gru(like.new_zeros(*like.shape[:2], gru.input_size), state)
+        weights = list(gru._flat_weights)
+        weights[0] = weights[0].new_zeros(weights[0].shape[0], 1)
+        return torch.gru(like.new_zeros(*like.shape[:2], 1), state, weights, gru.bias, gru.num_layers,
+                         gru.dropout, self.training, False, True)
 
     # -- training ----------------------------------------------------------------------------------
 
