@@ -341,3 +341,24 @@ def test_nearest_by_code_takes_the_closest_group():
     assert got[1] == "free zero"
     assert got[2] in ("pike one", "pike one again")  # one field agrees with every group: the largest
     assert got[3] in ("pike one", "pike one again")  # no field agrees: the largest group
+
+
+@pytest.mark.parametrize("decoder", ["aqakit", "s2vt"])
+def test_recurrent_parts_run_in_fp32_under_cpu_autocast(decoder):
+    """The CPU's autocast is off inside the head (its GRUs are slow there): the same loss and captions,
+    bit for bit, as without autocast, from the features the backbone gives under bf16."""
+    torch.manual_seed(0)
+    head = CaptionHead(in_dim=8, seq_dim=8, hidden=16, embed=8, dropout=0.0, max_len=6, tokenizer="word",
+                       decoder=decoder)
+    captions = ["a clean entry", "big splash there"]
+    head.fit([{"caption": c} for c in captions])
+    head.eval()
+    features = torch.randn(2, 3, 8).bfloat16()
+    rep = Representation(pooled=torch.zeros(2, 8), sequence=features)
+    with torch.no_grad():
+        plain = head.loss(head(rep), {"caption": captions}), head.generate(head(rep))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = head(rep)
+            assert all(v.dtype == torch.float32 for v in out.values())
+            mixed = head.loss(out, {"caption": captions}), head.generate(out)
+    assert mixed[0].dtype == torch.float32 and torch.equal(plain[0], mixed[0]) and torch.equal(plain[1], mixed[1])
