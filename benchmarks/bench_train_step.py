@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = throughput.cpu_flags()
     print(f"cpu: {cpu_name()}; isa: {throughput.cpu_isa()}; flags: "
           + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in FLAGS))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"ATen CPU kernels {torch.backends.cpu.get_cpu_capability()}")
     recipe = paper_recipe(args.width, args.frame_size, args.clips)
     print(f"C3D-AVG-MTL ({RECIPE.name}) width {args.width}: batch {args.batch} dives x {args.clips} clips x "
           f"16x{args.frame_size}x{args.frame_size}, caption vocabulary {len(WORDS) + 3}, Adam")

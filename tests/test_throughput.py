@@ -125,6 +125,17 @@ def test_pinned_memory_only_where_a_copy_to_the_gpu_follows():
     assert not loader_pin_memory(False, CUDA) and not loader_pin_memory(None, CPU) and not loader_pin_memory(True, CPU)
 
 
+def test_a_onednn_limit_below_bf16_means_no_fast_bf16(monkeypatch):
+    monkeypatch.setattr(throughput, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "all")
+    assert cpu_bf16_fast() is True and cpu_isa() == "AVX2 AVX-512 AVX512-BF16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert cpu_bf16_fast() is False and cpu_isa() == "AVX2 AVX-512 AVX512-BF16 (oneDNN limited to AVX2)"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert cpu_bf16_fast() is True
+
+
 def test_cpu_isa_and_hardware_bf16_come_from_the_flags():
     avx2 = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma"})
     assert cpu_isa(avx2) == "AVX2" and cpu_bf16_fast(avx2) is False

@@ -21,6 +21,8 @@ from aqakit.errors import AqakitError
 # /proc/cpuinfo flag -> the name people know; in this order in cpu_isa()
 ISA_NAMES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16 / AMX, Arm's BF16 extension
+# ONEDNN_MAX_CPU_ISA values below AVX512_CORE_BF16: no bf16 convolutions in hardware
+ONEDNN_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,19 +39,31 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def onednn_limit() -> str | None:
+    """``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) where set: oneDNN, which runs torch's CPU
+    convolutions, then uses no newer instructions than that (e.g. ``AVX2``, to act as an AVX2-only CPU)."""
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return limit if limit and limit not in ("ALL", "DEFAULT") else None
+
+
 def cpu_isa(flags: frozenset[str] | None = None) -> str:
-    """The vector extensions that matter for speed, e.g. ``AVX2 AVX-512 AVX512-BF16`` (``unknown``: no flags)."""
+    """The vector extensions that matter for speed, e.g. ``AVX2 AVX-512 AVX512-BF16`` (``unknown``: no flags),
+    and oneDNN's limit where one is set, e.g. ``AVX2 AVX-512 AVX512-BF16 (oneDNN limited to AVX2)``."""
+    limited = f" (oneDNN limited to {onednn_limit()})" if flags is None and onednn_limit() else ""
     flags = cpu_flags() if flags is None else flags
     if not flags:
-        return "unknown"
+        return "unknown" + limited
     names = [name for flag, name in ISA_NAMES.items() if flag in flags]
     if "bf16" in flags:
         names.append("Arm BF16")
-    return " ".join(names) or "no AVX2"
+    return (" ".join(names) or "no AVX2") + limited
 
 
 def cpu_bf16_fast(flags: frozenset[str] | None = None) -> bool | None:
-    """Whether the CPU runs bf16 matrix work in hardware (AVX512-BF16, AMX or Arm BF16); None: unknown."""
+    """Whether the CPU runs bf16 matrix work in hardware (AVX512-BF16, AMX or Arm BF16) and oneDNN may use
+    it (no ``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16``); None: unknown."""
+    if flags is None and onednn_limit() in ONEDNN_WITHOUT_BF16:
+        return False
     flags = cpu_flags() if flags is None else flags
     if not flags:
         return None
