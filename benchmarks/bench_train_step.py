@@ -189,7 +189,7 @@ def train_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
     authors_opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # train_test_C3DAVG.py: optim.Adam(..., lr=0.0001)
     base = timed(lambda: authors_step(model, authors_opt, batch), args.steps)
     row("authors' step (fp32, clip loop, S2VT 99 steps)", base, base, "step")
-    opt, ratios, bf16 = build_optimizer(recipe, model), {}, resolve_amp("bf16", CPU)
+    opt, ratios = build_optimizer(recipe, model), {}
 
     def variant(name: str, amp: torch.dtype | None = None) -> None:
         ratios[name] = row(name, timed(lambda: aqakit_step(model, opt, batch, amp), args.steps), base, "step")
@@ -203,7 +203,7 @@ def train_rows(args: argparse.Namespace, recipe: Recipe) -> dict[str, float]:
         variant("aqakit + channels_last_3d")
         bound("  fp32 convolutions of that step", lambda: aqakit_step(model, opt, batch, None), base, "step")
         if throughput.cpu_bf16_fast():
-            variant("aqakit + channels_last_3d + bf16", bf16)
+            variant("aqakit + channels_last_3d + bf16", resolve_amp("bf16", CPU))
         else:
             skipped("aqakit + channels_last_3d + bf16", f"no fast bf16 on this CPU ({throughput.cpu_isa()})")
         missing = "--skip-compile" if args.skip_compile else throughput.compiler_missing(CPU)

@@ -147,7 +147,8 @@ def test_cpu_isa_and_hardware_bf16_come_from_the_flags():
 
 def test_amp_auto_stays_fp32_on_the_cpu_and_emulated_bf16_warns_once(monkeypatch, capsys):
     monkeypatch.setattr(throughput, "cpu_flags", lambda: frozenset({"avx", "avx2"}))
-    monkeypatch.delenv("RANK", raising=False)
+    for name in ("RANK", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
     runtime._warn_slow_bf16.cache_clear()
     try:
         assert resolve_amp("auto", CPU) is None and resolve_amp("off", CPU) is None
@@ -160,6 +161,11 @@ def test_amp_auto_stays_fp32_on_the_cpu_and_emulated_bf16_warns_once(monkeypatch
         monkeypatch.setattr(throughput, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
         assert resolve_amp("bf16", CPU) is torch.bfloat16
         assert capsys.readouterr().err == ""
+        runtime._warn_slow_bf16.cache_clear()
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # the hardware has it, oneDNN may not use it
+        assert resolve_amp("bf16", CPU) is torch.bfloat16
+        assert ("is bf16 but ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from this CPU's bf16 instructions: bf16 is "
+                "emulated") in capsys.readouterr().err
     finally:
         runtime._warn_slow_bf16.cache_clear()
     with pytest.raises(AqakitError, match="fp16 needs CUDA"):

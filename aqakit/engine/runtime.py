@@ -63,7 +63,7 @@ def cuda_bf16_fast(device: torch.device) -> bool:
 @functools.lru_cache(maxsize=None)
 def _warn_slow_bf16(device: torch.device) -> None:
     """One line (once per process and device, rank 0 only) when bf16 would run emulated."""
-    from aqakit.engine.throughput import cpu_bf16_fast, cpu_isa
+    from aqakit.engine.throughput import cpu_bf16_fast, cpu_flags, cpu_isa, onednn_limit
 
     if device.type == "cuda":
         if cuda_bf16_fast(device):
@@ -73,7 +73,10 @@ def _warn_slow_bf16(device: torch.device) -> None:
     else:
         if cpu_bf16_fast() is not False:  # has it, or unknown: no claim
             return
-        what = f"this CPU has neither AVX512-BF16 nor AMX ({cpu_isa()})"
+        if cpu_bf16_fast(cpu_flags()):  # the hardware has it: oneDNN was told not to use it
+            what = f"ONEDNN_MAX_CPU_ISA={onednn_limit()} keeps oneDNN from this CPU's bf16 instructions"
+        else:
+            what = f"this CPU has neither AVX512-BF16 nor AMX ({cpu_isa()})"
         instead = "amp: off or auto"
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"aqakit: warning: recipe field 'train.amp' is bf16 but {what}: bf16 is emulated and very slow "
