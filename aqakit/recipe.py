@@ -145,7 +145,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     precise_bn: int = 0  # recompute BatchNorm statistics over this many training batches before each validation
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: bool = False  # channels_last_3d memory format for the backbone (x1.8 with bf16 on CPU)
+    channels_last: bool = False  # channels_last_3d memory format for the backbone (faster 3D convolutions on CPUs)
     tensorboard: bool = False  # shorthand: adds the 'tensorboard' logger to train.loggers
     loggers: list[ComponentConfig] = field(default_factory=lambda: [ComponentConfig("jsonl")])  # where metrics go
     log_every: int = 50  # training steps between step metrics to the loggers (and progress lines off a terminal)

@@ -9,7 +9,7 @@ captions; added so that both sides produce the same outputs). Ratios are measure
 times drift on shared machines). Usage:
 
     python benchmarks/bench_train_step.py [--batch 3] [--steps 2] [--width 1.0] [--frame-size 112]
-        [--clips 6] [--skip-compile] [--skip-eval]
+        [--clips 6] [--skip-compile] [--skip-eval] [--reference]
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def keeps_freed_memory(choice: bool, device: torch.device) -> bool:
 def freed_memory_kept(on: bool) -> Iterator[None]:
     """Keep the memory a CPU run frees in the process while it runs (glibc: no ``mmap`` for big blocks, no
     trimming), so that each step's activations reuse the last step's pages instead of faulting fresh ones
-    in from the OS: x1.3 a paper-size bf16 train step on a 2-core VM (``benchmarks/RESULTS.md``). The
+    in from the OS (the authors' paper-size fp32 step x1.18 on a 2-core VM, ``benchmarks/RESULTS.md``). The
     process's memory then stays at its peak; glibc's defaults come back and the kept memory is returned
     when the run ends. Does nothing when ``on`` is false or the C library is not glibc."""
     libc = glibc() if on else None
