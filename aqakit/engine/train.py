@@ -638,7 +638,7 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-LOGGING_FIELDS = ("loggers", "log_every", "tensorboard")  # train.* fields that change no result: free on resume
+FREE_ON_RESUME = ("loggers", "log_every", "tensorboard", "keep_freed_memory")  # train.*: change no result
 DECODING_FIELDS = ("decoded_cache", "decoded_cache_gb", "decoded_cache_dir", "decode_device")  # data.*, the same
 
 
@@ -660,8 +660,8 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
             return None
         return None if a == b else prefix
 
-    def without_logging(data: dict[str, Any]) -> dict[str, Any]:
-        train_fields = {k: v for k, v in (data.get("train") or {}).items() if k not in LOGGING_FIELDS}
+    def comparable(data: dict[str, Any]) -> dict[str, Any]:
+        train_fields = {k: v for k, v in (data.get("train") or {}).items() if k not in FREE_ON_RESUME}
         data_fields = {k: v for k, v in (data.get("data") or {}).items() if k not in DECODING_FIELDS}
         return {**data, "train": train_fields, "data": data_fields}
 
@@ -669,7 +669,7 @@ def _check_same_recipe(recipe: Recipe, stored: dict[str, Any], path: Path) -> No
         stored = from_dict(stored).to_dict()
     except AqakitError:
         pass  # compared as stored: the first difference is named below
-    field = diff(without_logging(recipe.to_dict()), without_logging(stored), "")
+    field = diff(comparable(recipe.to_dict()), comparable(stored), "")
     if field:
         raise AqakitError(f"recipe field '{field}' differs from the run being resumed ({path}); "
                           "resume with the same recipe and overrides, or start a new --run-dir")
