@@ -3,8 +3,9 @@ torch.compile, persistent loader workers (exact resume kept) and single-threaded
 
 from __future__ import annotations
 
-import ctypes
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,39 +85,50 @@ def test_fused_optimizer_on_the_cpu_and_cuda():
     torch.testing.assert_close(weights.detach(), torch.full((3,), 0.5))
 
 
+FREED_MEMORY_CHECK = """
+import ctypes, os
+from pathlib import Path
+import torch
+from aqakit.engine import throughput
+
 class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
 
+libc = throughput.glibc()
+libc.mallinfo2.restype = MallInfo2
+big = 256 * 2**20
 
-def resident_bytes() -> int:
+def resident():
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def mapped_for_a_big_tensor():  # bytes glibc mmapped for a big tensor, written once and freed
+    before = libc.mallinfo2().hblkhd
+    block = torch.ones(big, dtype=torch.uint8)
+    mapped = libc.mallinfo2().hblkhd - before
+    del block
+    return mapped
+
+assert mapped_for_a_big_tensor() >= big, "glibc's default: a big block is its own mmap"
+with throughput.freed_memory_kept(True):
+    assert mapped_for_a_big_tensor() == 0, "kept: from the heap"
+    kept = resident()
+    assert libc.mallinfo2().fordblks >= big, "kept: still in the heap once freed"
+assert kept - resident() >= big // 2, "returned to the OS when the run ends"
+assert mapped_for_a_big_tensor() >= big, "glibc's defaults are back"
+with throughput.freed_memory_kept(False):
+    assert mapped_for_a_big_tensor() >= big, "off: nothing changes"
+print("ok")
+"""
 
 
 @pytest.mark.skipif(throughput.glibc() is None or not hasattr(throughput.glibc(), "mallinfo2"),
                     reason="needs glibc >= 2.33 (mallinfo2)")
 def test_freed_memory_is_kept_during_a_run_and_returned_after_it():
-    libc = throughput.glibc()
-    libc.mallinfo2.restype = MallInfo2
-    big = 256 * 2**20
-
-    def mapped_for_a_big_tensor() -> int:
-        """Bytes glibc mmapped for a big tensor, written once and freed."""
-        before = libc.mallinfo2().hblkhd
-        block = torch.ones(big, dtype=torch.uint8)
-        mapped = libc.mallinfo2().hblkhd - before
-        del block
-        return mapped
-
-    assert mapped_for_a_big_tensor() >= big                    # glibc: a big block is its own mmap
-    with throughput.freed_memory_kept(True):
-        assert mapped_for_a_big_tensor() == 0                  # from the heap ...
-        kept = resident_bytes()
-        assert libc.mallinfo2().fordblks >= big                # ... and kept there once freed
-    assert kept - resident_bytes() >= big // 2                 # returned to the OS when the run ends
-    assert mapped_for_a_big_tensor() >= big                    # and the defaults are back
-    with throughput.freed_memory_kept(False):
-        assert mapped_for_a_big_tensor() >= big
+    """In a fresh process: glibc's state is the process's, and earlier runs in this one leave free heap."""
+    result = subprocess.run([sys.executable, "-c", FREED_MEMORY_CHECK], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "AQAKIT_LOAD_PLUGINS": ""})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
     assert not throughput.keeps_freed_memory(True, CUDA) and not throughput.keeps_freed_memory(False, CPU)
 
 
