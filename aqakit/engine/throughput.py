@@ -1,6 +1,7 @@
 """How fast a run goes on this machine: CPU threads, cuDNN autotuning, ``torch.compile``, fused optimizers,
-glibc keeping freed memory, and what the CPU can run fast (its ISA flags). ``aqakit train`` sets these up from the recipe's ``train``
-section and prints what it chose in one line; ``aqakit sweep --jobs N`` splits the CPUs between runs.
+glibc keeping freed memory, and what the CPU can run fast (its ISA flags). ``aqakit train`` sets these up
+from the recipe's ``train`` section and prints what it chose in one line; ``aqakit sweep --jobs N`` splits
+the CPUs between runs.
 """
 
 from __future__ import annotations

@@ -55,10 +55,12 @@ EXAMPLE_CAPTIONS = (
 )
 
 Output = dict[str, torch.Tensor]
-# The decoder (GRUs, context and vocabulary layers) runs in fp32 under the CPU's autocast: there torch runs a GRU's input
-# products as batched matmuls over a copy of its weights per time step (the paper's 8192-wide clip
-# features: 0.29 s instead of 0.018 s in fp32). CUDA's autocast is untouched (its cuDNN RNNs are fast).
+
+
 def no_cpu_autocast() -> torch.autocast:
+    """The decoder (GRUs, context and vocabulary layers) runs in fp32 under the CPU's autocast: there torch
+    runs a GRU's input products as batched matmuls over a copy of its weights per time step (the paper's
+    8192-wide clip features: 0.29 s instead of 0.018 s in fp32). CUDA's autocast is untouched."""
     return torch.autocast("cpu", enabled=False)
 
 
