@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import TOY_RECIPE, killed_then_resumed, needs_toy
 
-
 from aqakit.engine import runtime, throughput
 from aqakit import plugins as plugin_mod
 from aqakit.engine.data import make_loader, next_epoch

@@ -50,7 +50,8 @@ def onednn_limit() -> str | None:
 def cpu_isa(flags: frozenset[str] | None = None) -> str:
     """The vector extensions that matter for speed, e.g. ``AVX2 AVX-512 AVX512-BF16`` (``unknown``: no flags),
     and oneDNN's limit where one is set, e.g. ``AVX2 AVX-512 AVX512-BF16 (oneDNN limited to AVX2)``."""
-    limited = f" (oneDNN limited to {onednn_limit()})" if flags is None and onednn_limit() else ""
+    limit = onednn_limit() if flags is None else None
+    limited = f" (oneDNN limited to {limit})" if limit else ""
     flags = cpu_flags() if flags is None else flags
     if not flags:
         return "unknown" + limited
@@ -130,8 +131,10 @@ def freed_memory_kept(on: bool) -> Iterator[None]:
     """Keep the memory a CPU run frees in the process while it runs (glibc: no ``mmap`` for big blocks, no
     trimming), so that each step's activations reuse the last step's pages instead of faulting fresh ones
     in from the OS (the authors' paper-size fp32 step x1.18 on a 2-core VM, ``benchmarks/RESULTS.md``). The
-    process's memory then stays at its peak; glibc's defaults come back and the kept memory is returned
-    when the run ends. Does nothing when ``on`` is false or the C library is not glibc."""
+    process's memory then stays at its peak; glibc's default values come back and the kept memory is
+    returned when the run ends (glibc's mmap threshold then stays fixed, no longer adjusted as blocks are
+    freed: setting the trim threshold turns that off). Does nothing when ``on`` is false or the C library
+    is not glibc."""
     libc = glibc() if on else None
     if libc is None:
         yield
